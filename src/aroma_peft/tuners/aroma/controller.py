@@ -1,0 +1,199 @@
+"""AROMA's dual loop: when a piece is done (inner loop), and whether a module grows on (outer loop).
+
+Call order in a training loop::
+
+    loss.backward(); optimizer.step(); controller.step(); scheduler.step(); optimizer.zero_grad()
+
+``step()`` runs after the optimizer step, so a reset never lets the old piece's gradient reach the new
+piece. Decisions are functions of the parameters (identical on every data-parallel process) and are
+broadcast from rank 0 anyway, so every process merges, resets and finishes the same modules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ...optim import remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
+from ..model import AdaptedModel
+from . import schedule
+from .config import AromaConfig
+from .layer import AromaLinear, product_inner
+
+
+@dataclass
+class PieceState:
+    """Where one module is in its current piece."""
+
+    steps: int = 0  # optimizer steps the live piece has trained
+    ready: bool = False  # inner criterion met (sticky) or t_in reached
+    prev_norm: float | None = None  # ||b a||_F at the previous check
+    last_reset: int | None = None  # global step at which the live piece started (None: the first)
+
+
+class AromaController:
+    """Drives every AromaLinear of an AdaptedModel; the same code serves plain loops and the Trainer."""
+
+    def __init__(self, model: AdaptedModel, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
+        if not isinstance(model.config, AromaConfig):
+            raise ValueError(f"AromaController needs a model adapted with AromaConfig, got {model.config.method}")
+        self.model = model
+        self.config: AromaConfig = model.config
+        self.optimizer = optimizer
+        self.layers: dict[str, AromaLinear] = model.adapter_layers()  # type: ignore[assignment]
+        self.pieces = {name: PieceState() for name in self.layers}
+        self.prev_factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.global_step = 0
+        self.generator = torch.Generator().manual_seed(self.config.seed + 1)
+        self.events: list[dict[str, Any]] = []
+        self.group_modules = self._group_modules()
+        self.base_lrs = [g.get("initial_lr", g["lr"]) for g in unwrap_optimizer(optimizer).param_groups]
+        for layer in self.layers.values():
+            if layer.is_finished:
+                remove_params(optimizer, [layer.lora_A, layer.lora_B])
+        self.scheduler = scheduler
+        if scheduler is not None:
+            wrap_lambda_scheduler(scheduler, self.lr_multiplier)
+        else:
+            self._apply_lr()
+
+    # --- public ---------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return all(layer.is_finished for layer in self.layers.values())
+
+    def ranks(self) -> dict[str, int]:
+        return {name: layer.rank for name, layer in self.layers.items()}
+
+    def trainable_parameters(self) -> int:
+        """Trainable adapter parameters (0 once every module has finished)."""
+        return sum(p.numel() for p in self.model.adapter_trainable_parameters())
+
+    def step(self) -> None:
+        """Account one optimizer step; check, merge, reset or finish modules as due."""
+        if self.finished:
+            return
+        self.global_step += 1
+        active = [n for n, layer in self.layers.items() if not layer.is_finished]
+        for name in active:
+            piece = self.pieces[name]
+            piece.steps += 1
+            if piece.steps >= self.config.t_in:
+                piece.ready = True
+            elif piece.steps % self.config.check_interval == 0 and not piece.ready:
+                piece.ready = self._inner_check(name)
+        ready = self._agree([self.pieces[n].ready for n in active])
+        if self.config.max_steps is not None and self.global_step >= self.config.max_steps:
+            ending, final = active, True
+        elif self.config.sync == "global":
+            ending, final = (active if all(ready) else []), False
+        else:
+            ending, final = [n for n, r in zip(active, ready) if r], False
+        if ending:
+            self._end_pieces(ending, final)
+        if self.scheduler is None:
+            self._apply_lr()
+
+    def lr_multiplier(self, group_index: int) -> float:
+        """Warmup and per-piece re-warmup factor of a param group for the next optimizer step."""
+        modules = self.group_modules[group_index]
+        resets = [self.pieces[m].last_reset for m in modules if self.pieces[m].last_reset is not None]
+        last_reset = max(resets) if resets else None
+        return schedule.lr_multiplier(self.global_step, self.config.warmup_steps, last_reset, self.config.rewarmup_steps)
+
+    # --- the two loops ----------------------------------------------------------------------------
+    def _inner_check(self, name: str) -> bool:
+        layer, piece = self.layers[name], self.pieces[name]
+        norm = layer.piece_norm()
+        diff = None
+        if self.config.inner_criterion == "delta" and name in self.prev_factors:
+            pa, pb = self.prev_factors[name]
+            a, b = layer.lora_A, layer.lora_B
+            sq = product_inner(b, a, b, a) + product_inner(pb, pa, pb, pa) - 2 * product_inner(b, a, pb, pa)
+            diff = math.sqrt(max(sq, 0.0))
+        change = schedule.relative_change(self.config.inner_criterion, piece.prev_norm, norm, diff)
+        piece.prev_norm = norm
+        if self.config.inner_criterion == "delta":
+            self.prev_factors[name] = (layer.lora_A.detach().clone(), layer.lora_B.detach().clone())
+        return schedule.inner_converged(self.config.inner_criterion, change, self.config.eps_in)
+
+    def _end_pieces(self, names: list[str], final: bool) -> None:
+        """Outer loop: keep (merge) each ended piece unless it is too small; finish modules that stop."""
+        layers = self.layers
+        ratios = [schedule.outer_ratio(self.config.scaling, layers[n].piece_norm(), layers[n].weight_norm()) for n in names]
+        keep = self._agree([not schedule.module_finished(r, self.config.eps_out) for r in ratios])
+        for name, ratio, kept in zip(names, ratios, keep):
+            layer = layers[name]
+            if kept:
+                layer.merge_live()
+            if final or not kept:  # the piece that fails the outer check is discarded (Algorithm 1)
+                remove_params(self.optimizer, [layer.lora_A, layer.lora_B])
+                layer.finish()
+                self.pieces[name] = PieceState()
+            else:
+                layer.start_piece(self.generator)
+                params = [layer.lora_A, layer.lora_B]
+                reset_state(self.optimizer, params, self.config.optimizer_reset, self.config.reset_prune_ratio, self.generator)
+                self.pieces[name] = PieceState(last_reset=self.global_step)
+            self.prev_factors.pop(name, None)
+            event = "finish" if layer.is_finished else "merge"
+            self.events.append({"step": self.global_step, "module": name, "event": event, "ratio": ratio, "rank": layer.rank})
+
+    # --- plumbing -------------------------------------------------------------------------------------
+    def _group_modules(self) -> list[list[str]]:
+        owner = {id(p): name for name, layer in self.layers.items() for p in (layer.lora_A, layer.lora_B)}
+        groups = []
+        for index, group in enumerate(unwrap_optimizer(self.optimizer).param_groups):
+            modules = sorted({owner[id(p)] for p in group["params"] if id(p) in owner})
+            if self.config.sync == "module" and len(modules) > 1:
+                raise ValueError(
+                    f"sync='module' needs one optimizer param group per module, but group {index} holds "
+                    f"{len(modules)} modules: build the optimizer from model.optimizer_param_groups(lr)"
+                )
+            groups.append(modules)
+        return groups
+
+    def _apply_lr(self) -> None:
+        for index, group in enumerate(unwrap_optimizer(self.optimizer).param_groups):
+            group["lr"] = self.base_lrs[index] * self.lr_multiplier(index)
+
+    @staticmethod
+    def _agree(flags: list[bool]) -> list[bool]:
+        """Every process adopts rank 0's decisions (they agree anyway when parameters are in sync)."""
+        if not flags or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return flags
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        tensor = torch.tensor(flags, dtype=torch.uint8, device=device)
+        dist.broadcast(tensor, src=0)
+        return [bool(v) for v in tensor.tolist()]
+
+    # --- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable state: together with the model, optimizer and scheduler state, a
+        resumed run takes the same decisions as an uninterrupted one."""
+        return {
+            "global_step": self.global_step,
+            "pieces": {name: asdict(piece) for name, piece in self.pieces.items()},
+            "prev_factors": {n: [a.tolist(), b.tolist()] for n, (a, b) in self.prev_factors.items()},
+            "generator": self.generator.get_state().tolist(),
+            "events": list(self.events),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = sorted(set(state["pieces"]) ^ set(self.layers))
+        if unknown:
+            raise ValueError(f"controller state does not match the model: modules {unknown}")
+        self.global_step = int(state["global_step"])
+        self.pieces = {name: PieceState(**piece) for name, piece in state["pieces"].items()}
+        self.prev_factors = {}
+        for name, (a, b) in state["prev_factors"].items():
+            ref = self.layers[name].lora_A
+            self.prev_factors[name] = (ref.new_tensor(a), ref.new_tensor(b))
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.events = list(state["events"])
+        if self.scheduler is None:
+            self._apply_lr()

@@ -1,0 +1,163 @@
+"""AROMA's layer: a frozen Linear plus a sum of rank-r pieces, one of them live (trainable).
+
+    y = W0 x + s * B_{p-1} A_{p-1} x + s * b_p a_p x
+
+``B_{p-1} A_{p-1}`` (the pieces already learned) is folded into the base weight, so the forward cost
+never grows with the rank; the factors themselves are kept in ``merged_A`` / ``merged_B`` for saving,
+export and unmerging. The live piece is folded into the weight of the one base matmul as well
+(``W + s b a`` costs m*n, tiny next to tokens*m*n) and its gradients are computed from a saved ``x a^T``
+by :class:`FoldedRankOneLinear`, which makes about four passes over the activations instead of the ten
+of ``base(x) + s * b(a(x))``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layer import AdapterLayer
+from .config import AromaConfig
+
+
+class FoldedRankOneLinear(torch.autograd.Function):
+    """``y = x (W + s B A)^T + bias`` with gradients for x, B and A only (W and bias are frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # noqa: ANN001
+        effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling)  # (m, n)
+        xa = x @ lora_A.t()  # (..., r): all backward needs of x besides x itself
+        ctx.save_for_backward(x, xa, weight, lora_A, lora_B)
+        ctx.scaling = scaling
+        return F.linear(x, effective, bias)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: ANN001
+        x, xa, weight, lora_A, lora_B = ctx.saved_tensors
+        s = ctx.scaling
+        grad_x = grad_b = grad_a = None
+        if ctx.needs_input_grad[0]:
+            # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
+            grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s)
+        gy = grad_y.reshape(-1, grad_y.shape[-1])
+        if ctx.needs_input_grad[4]:
+            grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s)  # (m, r)
+        if ctx.needs_input_grad[3]:
+            grad_a = ((gy @ lora_B).t() @ x.reshape(-1, x.shape[-1])).mul_(s)  # (r, n)
+        return grad_x, None, None, grad_a, grad_b, None
+
+
+class AromaLinear(AdapterLayer):
+    """One adapted Linear. The controller decides when to merge the live piece or finish the module."""
+
+    def __init__(self, base_layer: nn.Linear, config: AromaConfig, generator: torch.Generator) -> None:
+        super().__init__(base_layer, config)
+        w = base_layer.weight
+        a, b = self.new_factors(config.r, generator)
+        self.lora_A = nn.Parameter(a)  # live piece, (r, n)
+        self.lora_B = nn.Parameter(b)  # live piece, (m, r)
+        self.register_buffer("merged_A", w.new_zeros(0, self.in_features))  # (rank, n)
+        self.register_buffer("merged_B", w.new_zeros(self.out_features, 0))  # (m, rank)
+        self.register_buffer("finished", torch.tensor(False, device=w.device))
+
+    @property
+    def is_finished(self) -> bool:
+        return bool(self.finished)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_finished:
+            return self.base_layer(x)
+        if isinstance(self.dropout, nn.Identity):
+            return FoldedRankOneLinear.apply(
+                x, self.base_layer.weight, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
+            )
+        return self.base_layer(x) + self.scaling * F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+
+    # --- statistics the controller's criteria use (all from r x r Gram matrices, never m x n) ---------
+    def piece_norm(self) -> float:
+        """``||b a||_F`` of the live piece, unscaled."""
+        return product_inner(self.lora_B, self.lora_A, self.lora_B, self.lora_A) ** 0.5
+
+    def weight_norm(self) -> float:
+        """``||W0 + s B_{p-1} A_{p-1}||_F``: the folded base weight."""
+        return float(self.base_layer.weight.detach().double().norm())
+
+    # --- events -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge_live(self) -> None:
+        """Fold the live piece into the base weight (the function is unchanged) and keep its factors."""
+        self.fold(self.lora_A, self.lora_B)
+        self.merged_A = torch.cat([self.merged_A, self.lora_A.detach()], dim=0)
+        self.merged_B = torch.cat([self.merged_B, self.lora_B.detach()], dim=1)
+
+    @torch.no_grad()
+    def start_piece(self, generator: torch.Generator) -> None:
+        """Re-initialise the live piece in place (the optimizer keeps referring to the same tensors)."""
+        a, b = self.new_factors(self.config.r, generator)
+        self.lora_A.copy_(a)
+        self.lora_B.copy_(b)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Discard the live piece (Algorithm 1) and freeze the module for good."""
+        self.finished.fill_(True)
+        self.lora_A.zero_()
+        self.lora_B.zero_()
+        self.lora_A.requires_grad_(False)
+        self.lora_B.requires_grad_(False)
+        self.lora_A.grad = self.lora_B.grad = None
+
+    @torch.no_grad()
+    def fold(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        # The same addmm as the forward, so the folded function is bit-identical to the unfolded one.
+        weight = self.base_layer.weight
+        weight.copy_(torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=self.scaling))
+
+    @torch.no_grad()
+    def unfold_all(self) -> None:
+        """Subtract every merged piece from the base weight (back to W0 up to rounding)."""
+        r = self.config.r
+        for start in reversed(range(0, self.merged_A.shape[0], r)):
+            a, b = self.merged_A[start : start + r], self.merged_B[:, start : start + r]
+            self.base_layer.weight.sub_(self.scaling * (b @ a).to(self.base_layer.weight.dtype))
+
+    # --- AdapterLayer interface ----------------------------------------------------------------
+    def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        if self.is_finished:
+            return self.merged_A, self.merged_B, self.scaling
+        a = torch.cat([self.merged_A, self.lora_A.detach()], dim=0)
+        b = torch.cat([self.merged_B, self.lora_B.detach()], dim=1)
+        return a, b, self.scaling
+
+    @property
+    def rank(self) -> int:
+        """Rank learned so far: the merged pieces (the live piece counts once it is merged)."""
+        return self.merged_A.shape[0]
+
+    @torch.no_grad()
+    def merged_linear(self) -> nn.Linear:
+        if not self.is_finished:
+            self.fold(self.lora_A, self.lora_B)
+        return self.base_layer
+
+    @torch.no_grad()
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.copy_resized(state)
+        self.lora_A.requires_grad_(not self.is_finished)
+        self.lora_B.requires_grad_(not self.is_finished)
+        r = self.config.r  # re-fold piece by piece, exactly as training did, for bit-identical outputs
+        for start in range(0, self.merged_A.shape[0], r):
+            self.fold(self.merged_A[start : start + r], self.merged_B[:, start : start + r])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.lora_A.requires_grad_(not self.is_finished)
+        self.lora_B.requires_grad_(not self.is_finished)
+
+
+def product_inner(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor) -> float:
+    """Frobenius inner product ``<b1 a1, b2 a2>`` from two r x r Gram matrices, in float64."""
+    with torch.no_grad():
+        gram_b = b1.detach().double().t() @ b2.detach().double()  # (r1, r2)
+        gram_a = a1.detach().double() @ a2.detach().double().t()  # (r1, r2)
+        return float((gram_b * gram_a).sum())

@@ -1,0 +1,254 @@
+"""Injection, saving, loading, merging and LoRA export, shared by every method."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import AdapterFileError, read_json, read_safetensors, write_json, write_safetensors
+from .config import AdapterConfig, matches
+from .layer import AdapterLayer
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT = "aroma-peft"
+SAVED_PREFIX = "modules_to_save."
+
+
+class AdaptedModel(nn.Module):
+    """A transformers (or any torch) model whose targeted Linear layers carry adapters.
+
+    Calls and unknown attributes go to the wrapped model, so it trains and generates like the original.
+    """
+
+    def __init__(self, model: nn.Module, config: AdapterConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.saved_module_names = find_saved_modules(model, config.modules_to_save)
+        targets = find_targets(model, config.target_modules, self.saved_module_names)
+        model.requires_grad_(False)
+        generator = torch.Generator().manual_seed(config.seed)
+        layer_cls = config.layer_class()
+        for name in targets:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            setattr(parent, child, layer_cls(getattr(parent, child), config, generator))
+        for name in self.saved_module_names:
+            model.get_submodule(name).requires_grad_(True)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+    # --- introspection -------------------------------------------------------------------------
+    def adapter_layers(self) -> dict[str, AdapterLayer]:
+        """Adapter layers by module name (relative to the wrapped model), found by type."""
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, AdapterLayer)}
+
+    def ranks(self) -> dict[str, int]:
+        return {name: layer.rank for name, layer in self.adapter_layers().items()}
+
+    def num_trainable_parameters(self, include_saved_modules: bool = True) -> int:
+        """Trainable parameters; without the saved modules (head) this is the adapter alone."""
+        params = self.adapter_trainable_parameters()
+        if include_saved_modules:
+            params += self.saved_module_parameters()
+        return sum(p.numel() for p in params)
+
+    def adapter_trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.adapter_layers().values() for p in layer.parameters() if p.requires_grad]
+
+    def saved_module_parameters(self) -> list[nn.Parameter]:
+        return [p for name in self.saved_module_names for p in self.model.get_submodule(name).parameters()]
+
+    def optimizer_param_groups(
+        self, lr: float, weight_decay: float = 0.0, per_module: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Parameter groups for a torch optimizer.
+
+        Adapter parameters get one group per kind (a method may give e.g. its gates their own kind),
+        or one group per module and kind when ``per_module`` (default: AROMA's ``sync='module'``).
+        Saved modules (the head) get their own group; no weight decay on biases and norms.
+        """
+        if per_module is None:
+            per_module = getattr(self.config, "sync", "global") == "module"
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for name, layer in self.adapter_layers().items():
+            for kind, params in layer.grouped_parameters().items():
+                params = [p for p in params if p.requires_grad]
+                if not params:
+                    continue
+                key = (name if per_module else "", kind)
+                group = groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": weight_decay})
+                group.update(layer.group_options(kind))
+                group["params"].extend(params)
+        head_decay, head_no_decay = [], []
+        for name in self.saved_module_names:
+            for pname, p in self.model.get_submodule(name).named_parameters():
+                (head_no_decay if p.dim() < 2 else head_decay).append(p)
+        result = list(groups.values())
+        result += [{"params": head_decay, "lr": lr, "weight_decay": weight_decay}] if head_decay else []
+        result += [{"params": head_no_decay, "lr": lr, "weight_decay": 0.0}] if head_no_decay else []
+        return result
+
+    # --- saving, loading, merging --------------------------------------------------------------
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        state = {
+            f"{name}.{key}": value
+            for name, layer in self.adapter_layers().items()
+            for key, value in layer.adapter_state().items()
+        }
+        for name in self.saved_module_names:
+            for key, value in self.model.get_submodule(name).state_dict().items():
+                state[f"{SAVED_PREFIX}{name}.{key}"] = value
+        return state
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (each atomically)."""
+        directory = Path(save_directory)
+        write_safetensors(directory / WEIGHTS_NAME, self.adapter_state_dict(), metadata={"format": FORMAT})
+        base_name = getattr(getattr(self.model, "config", None), "_name_or_path", None)
+        write_json(
+            directory / CONFIG_NAME,
+            {"format": FORMAT, "base_model_name_or_path": base_name, **self.config.to_dict()},
+        )
+
+    def load_adapter(self, directory: str | os.PathLike) -> None:
+        """Load tensors saved by ``save_pretrained`` into this (freshly adapted) model."""
+        path = Path(directory) / WEIGHTS_NAME
+        tensors, _ = read_safetensors(path)
+        layers = self.adapter_layers()
+        by_module: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(SAVED_PREFIX):
+                continue
+            module, _, tensor_name = key.rpartition(".")
+            if module not in layers:
+                raise AdapterFileError(f"{path}: module {module!r} is not an adapted module of this model")
+            by_module.setdefault(module, {})[tensor_name] = value
+        for name, layer in layers.items():
+            if name not in by_module:
+                raise AdapterFileError(f"{path}: module {name!r} has no tensors in the file")
+            try:
+                layer.load_adapter_state(by_module[name])
+            except (KeyError, ValueError, RuntimeError) as err:
+                raise AdapterFileError(f"{path}: module {name!r}: {err}") from None
+        for name in self.saved_module_names:
+            prefix = f"{SAVED_PREFIX}{name}."
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                self.model.get_submodule(name).load_state_dict(state)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()
+                raise AdapterFileError(f"{path}: module {name!r}: {' '.join(first[:3])}") from None
+
+    def merge_and_unload(self) -> nn.Module:
+        """The wrapped model with every update merged into its Linear weights and the adapters removed."""
+        for name, layer in self.adapter_layers().items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, layer.merged_linear())
+        return self.model
+
+    def export_lora(self, save_directory: str | os.PathLike) -> None:
+        """Write a standard PEFT LoRA adapter (one rank and alpha per module) that ``peft`` loads as is."""
+        from peft import LoraConfig
+
+        tensors: dict[str, torch.Tensor] = {}
+        rank_pattern: dict[str, int] = {}
+        alpha_pattern: dict[str, float] = {}
+        for name, layer in self.adapter_layers().items():
+            a, b, scale = layer.lora_factors()
+            if a.shape[0] == 0:
+                continue  # PEFT rejects r = 0: a module that learned nothing is left out
+            rank_pattern[name] = a.shape[0]
+            alpha_pattern[name] = scale * a.shape[0]  # PEFT's scale is alpha / r
+            tensors[f"base_model.model.{name}.lora_A.weight"] = a
+            tensors[f"base_model.model.{name}.lora_B.weight"] = b
+        for name in self.saved_module_names:
+            for key, value in self.model.get_submodule(name).state_dict().items():
+                tensors[f"base_model.model.{name}.{key}"] = value
+        if not rank_pattern:
+            raise ValueError("export_lora: every module has rank 0, there is no LoRA update to export")
+        default_rank = Counter(rank_pattern.values()).most_common(1)[0][0]
+        names = sorted(rank_pattern)
+        config = LoraConfig(
+            r=default_rank,
+            lora_alpha=alpha_pattern[names[0]] / rank_pattern[names[0]] * default_rank,
+            target_modules=names,
+            rank_pattern={re.escape(n): r for n, r in rank_pattern.items()},
+            alpha_pattern={re.escape(n): a for n, a in alpha_pattern.items()},
+            modules_to_save=self.saved_module_names or None,
+            lora_dropout=self.config.lora_dropout,
+        )
+        config.base_model_name_or_path = getattr(getattr(self.model, "config", None), "_name_or_path", None)
+        data = config.to_dict()
+        data["target_modules"] = names  # a list, not the set PEFT keeps in memory
+        directory = Path(save_directory)
+        write_safetensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+        write_json(directory / CONFIG_NAME, {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()})
+
+
+def adapt(model: nn.Module, config: AdapterConfig) -> AdaptedModel:
+    """Freeze ``model``, put an adapter on every targeted Linear and make ``modules_to_save`` trainable."""
+    return AdaptedModel(model, config)
+
+
+def load(base_model: nn.Module, directory: str | os.PathLike) -> AdaptedModel:
+    """Rebuild a model saved by ``AdaptedModel.save_pretrained`` on a fresh copy of its base model."""
+    config_path = Path(directory) / CONFIG_NAME
+    data = read_json(config_path)
+    if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+        raise AdapterFileError(f"{config_path}: not an aroma-peft adapter config (no 'format': '{FORMAT}')")
+    data.pop("base_model_name_or_path", None)
+    try:
+        config = AdapterConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise AdapterFileError(f"{config_path}: {err}") from None
+    adapted = AdaptedModel(base_model, config)
+    adapted.load_adapter(directory)
+    return adapted
+
+
+def find_targets(model: nn.Module, patterns: list[str] | str, exclude: list[str]) -> list[str]:
+    """Names of the Linear modules matched by ``patterns``, outside the saved modules."""
+    targets = []
+    for name, module in model.named_modules():
+        if not name or not matches(name, patterns) or any(name == e or name.startswith(e + ".") for e in exclude):
+            continue
+        if isinstance(module, AdapterLayer):
+            raise ValueError(f"module {name!r} already carries an adapter: adapt the original model")
+        if not isinstance(module, nn.Linear):
+            raise ValueError(
+                f"target_modules matched {name!r}, a {type(module).__name__}: only nn.Linear can be adapted"
+            )
+        targets.append(name)
+    if not targets:
+        linear = sorted({re.sub(r"\.\d+\.", ".*.", n) for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(
+            f"target_modules={patterns!r} matched no nn.Linear of {type(model).__name__}; "
+            f"its Linear modules are: {', '.join(linear) or 'none'}"
+        )
+    return targets
+
+
+def find_saved_modules(model: nn.Module, patterns: list[str] | None) -> list[str]:
+    if not patterns:
+        return []
+    found = [n for n, _ in model.named_modules() if n and matches(n, patterns)]
+    # keep the outermost match only (a head and its children are one saved module)
+    found = [n for n in found if not any(n.startswith(o + ".") for o in found)]
+    if not found:
+        raise ValueError(f"modules_to_save={patterns!r} matched no module of {type(model).__name__}")
+    return found
