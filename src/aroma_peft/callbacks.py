@@ -14,22 +14,31 @@ class AromaCallback(TrainerCallback, ExportableState):
     """Drives AROMA's controller from the Trainer and stops training once every module has finished.
 
     The re-warmup multiplies the Trainer's own schedule, so set ``warmup_steps`` in ``AromaConfig``
-    (not in ``TrainingArguments``). The controller's state is saved in Trainer checkpoints and restored
-    on ``resume_from_checkpoint``.
+    (not in ``TrainingArguments``). The controller's state is saved in Trainer checkpoints; to resume,
+    set ``TrainingArguments(restore_callback_states_from_checkpoint=True)``.
     """
 
     def __init__(self, controller_state: dict[str, Any] | None = None) -> None:
         self.controller: AromaController | None = None
         self.controller_state = controller_state
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ):
         model, optimizer = kwargs["model"], kwargs["optimizer"]
         model = getattr(model, "module", model)  # DistributedDataParallel
         self.controller = AromaController(model, optimizer, kwargs.get("lr_scheduler"))
         if self.controller_state is not None:
             self.controller.load_state_dict(self.controller_state)
+        elif state.global_step > 0:
+            raise ValueError(
+                f"AromaCallback: resuming at step {state.global_step} without AROMA's controller state would "
+                "repeat its decisions; set TrainingArguments(restore_callback_states_from_checkpoint=True)"
+            )
 
-    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ):
         assert self.controller is not None, "AromaCallback.on_train_begin did not run"
         self.controller.step()
         if self.controller.finished:

@@ -57,9 +57,7 @@ def remove_params(optimizer: torch.optim.Optimizer, params: Iterable[nn.Paramete
         del optimizer.state[key]
 
 
-def wrap_lambda_scheduler(
-    scheduler: object, multiplier: Callable[[int], float]
-) -> None:
+def wrap_lambda_scheduler(scheduler: object, multiplier: Callable[[int], float]) -> None:
     """Multiply each group's lambda of a ``LambdaLR`` by ``multiplier(group_index)``.
 
     Closures (not objects) so that ``scheduler.state_dict()`` stays free of them.
@@ -78,5 +76,9 @@ def wrap_lambda_scheduler(
         return lr_lambda
 
     inner.lr_lambdas = [wrapped(fn, i) for i, fn in enumerate(inner.lr_lambdas)]
-    for group, base_lr, fn in zip(inner.optimizer.param_groups, inner.base_lrs, inner.lr_lambdas):
-        group["lr"] = base_lr * fn(inner.last_epoch)
+
+
+def current_lrs(scheduler: object) -> list[float]:
+    """What a LambdaLR gives every group at its current step (after its lambdas changed)."""
+    inner = unwrap_scheduler(scheduler)
+    return [base * fn(inner.last_epoch) for base, fn in zip(inner.base_lrs, inner.lr_lambdas)]

@@ -30,7 +30,9 @@ class AdapterConfig:
         },
     )
     r: int = field(default=1, metadata={"help": "Rank of the trainable factors."})
-    lora_alpha: float = field(default=4.0, metadata={"help": "Scale numerator: the update is alpha / r * B A."})
+    lora_alpha: float = field(
+        default=4.0, metadata={"help": "Scale numerator: the update is alpha / r * B A."}
+    )
     lora_dropout: float = field(
         default=0.0, metadata={"help": "Dropout on the adapter input (0 enables the fused fast path)."}
     )
@@ -56,7 +58,9 @@ class AdapterConfig:
             try:
                 re.compile(self.target_modules)
             except re.error as err:
-                raise ValueError(f"target_modules={self.target_modules!r} is not a valid regex: {err}") from None
+                raise ValueError(
+                    f"target_modules={self.target_modules!r} is not a valid regex: {err}"
+                ) from None
         else:
             self.target_modules = list(self.target_modules)
         check(isinstance(self.r, int) and self.r >= 1, "r", self.r, "use an integer >= 1")

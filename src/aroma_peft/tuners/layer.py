@@ -82,7 +82,7 @@ class AdapterLayer(nn.Module):
         expected = self.adapter_state()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise KeyError(f"missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"missing {missing}, unexpected {unexpected}")
         for key, value in state.items():
             self.resize(key, value.shape)
             with torch.no_grad():

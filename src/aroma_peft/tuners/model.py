@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ class AdaptedModel(nn.Module):
             setattr(parent, child, layer_cls(getattr(parent, child), config, generator))
         for name in self.saved_module_names:
             model.get_submodule(name).requires_grad_(True)
+        # The Trainer drops dataset columns that `forward` does not name: show it the wrapped signature.
+        forward = functools.wraps(type(model).forward)(lambda self, *a, **kw: self.model(*a, **kw))
+        self.forward = types.MethodType(forward, self)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -96,7 +101,7 @@ class AdaptedModel(nn.Module):
                 group["params"].extend(params)
         head_decay, head_no_decay = [], []
         for name in self.saved_module_names:
-            for pname, p in self.model.get_submodule(name).named_parameters():
+            for p in self.model.get_submodule(name).parameters():
                 (head_no_decay if p.dim() < 2 else head_decay).append(p)
         result = list(groups.values())
         result += [{"params": head_decay, "lr": lr, "weight_decay": weight_decay}] if head_decay else []
@@ -197,7 +202,9 @@ class AdaptedModel(nn.Module):
         data["target_modules"] = names  # a list, not the set PEFT keeps in memory
         directory = Path(save_directory)
         write_safetensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
-        write_json(directory / CONFIG_NAME, {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()})
+        write_json(
+            directory / CONFIG_NAME, {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
+        )
 
 
 def adapt(model: nn.Module, config: AdapterConfig) -> AdaptedModel:
@@ -225,7 +232,11 @@ def find_targets(model: nn.Module, patterns: list[str] | str, exclude: list[str]
     """Names of the Linear modules matched by ``patterns``, outside the saved modules."""
     targets = []
     for name, module in model.named_modules():
-        if not name or not matches(name, patterns) or any(name == e or name.startswith(e + ".") for e in exclude):
+        if (
+            not name
+            or not matches(name, patterns)
+            or any(name == e or name.startswith(e + ".") for e in exclude)
+        ):
             continue
         if isinstance(module, AdapterLayer):
             raise ValueError(f"module {name!r} already carries an adapter: adapt the original model")
@@ -235,7 +246,9 @@ def find_targets(model: nn.Module, patterns: list[str] | str, exclude: list[str]
             )
         targets.append(name)
     if not targets:
-        linear = sorted({re.sub(r"\.\d+\.", ".*.", n) for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        linear = sorted(
+            {re.sub(r"\.\d+\.", ".*.", n) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        )
         raise ValueError(
             f"target_modules={patterns!r} matched no nn.Linear of {type(model).__name__}; "
             f"its Linear modules are: {', '.join(linear) or 'none'}"

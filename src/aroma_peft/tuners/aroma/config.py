@@ -71,9 +71,7 @@ class AromaConfig(AdapterConfig):
         check(self.eps_out >= 0, "eps_out", self.eps_out, "use a threshold >= 0 such as 5e-3")
         check(self.t_in >= 1, "t_in", self.t_in, "use a number of steps >= 1")
         check(self.check_interval >= 1, "check_interval", self.check_interval, "use a number of steps >= 1")
-        check(
-            self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, "use None or >= 1"
-        )
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, "use None or >= 1")
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "use a number of steps >= 0")
         check(self.rewarmup_steps >= 0, "rewarmup_steps", self.rewarmup_steps, "use a number of steps >= 0")
         check(

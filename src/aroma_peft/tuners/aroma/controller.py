@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ...optim import remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
+from ...optim import current_lrs, remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
 from ..model import AdaptedModel
 from . import schedule
 from .config import AromaConfig
@@ -40,7 +40,9 @@ class AromaController:
 
     def __init__(self, model: AdaptedModel, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
         if not isinstance(model.config, AromaConfig):
-            raise ValueError(f"AromaController needs a model adapted with AromaConfig, got {model.config.method}")
+            raise ValueError(
+                f"AromaController needs a model adapted with AromaConfig, got {model.config.method}"
+            )
         self.model = model
         self.config: AromaConfig = model.config
         self.optimizer = optimizer
@@ -58,8 +60,7 @@ class AromaController:
         self.scheduler = scheduler
         if scheduler is not None:
             wrap_lambda_scheduler(scheduler, self.lr_multiplier)
-        else:
-            self._apply_lr()
+        self._apply_lr()
 
     # --- public ---------------------------------------------------------------------------------
     @property
@@ -103,7 +104,9 @@ class AromaController:
         modules = self.group_modules[group_index]
         resets = [self.pieces[m].last_reset for m in modules if self.pieces[m].last_reset is not None]
         last_reset = max(resets) if resets else None
-        return schedule.lr_multiplier(self.global_step, self.config.warmup_steps, last_reset, self.config.rewarmup_steps)
+        return schedule.lr_multiplier(
+            self.global_step, self.config.warmup_steps, last_reset, self.config.rewarmup_steps
+        )
 
     # --- the two loops ----------------------------------------------------------------------------
     def _inner_check(self, name: str) -> bool:
@@ -124,7 +127,10 @@ class AromaController:
     def _end_pieces(self, names: list[str], final: bool) -> None:
         """Outer loop: keep (merge) each ended piece unless it is too small; finish modules that stop."""
         layers = self.layers
-        ratios = [schedule.outer_ratio(self.config.scaling, layers[n].piece_norm(), layers[n].weight_norm()) for n in names]
+        ratios = [
+            schedule.outer_ratio(self.config.scaling, layers[n].piece_norm(), layers[n].weight_norm())
+            for n in names
+        ]
         keep = self._agree([not schedule.module_finished(r, self.config.eps_out) for r in ratios])
         for name, ratio, kept in zip(names, ratios, keep):
             layer = layers[name]
@@ -137,11 +143,19 @@ class AromaController:
             else:
                 layer.start_piece(self.generator)
                 params = [layer.lora_A, layer.lora_B]
-                reset_state(self.optimizer, params, self.config.optimizer_reset, self.config.reset_prune_ratio, self.generator)
+                reset_state(
+                    self.optimizer,
+                    params,
+                    self.config.optimizer_reset,
+                    self.config.reset_prune_ratio,
+                    self.generator,
+                )
                 self.pieces[name] = PieceState(last_reset=self.global_step)
             self.prev_factors.pop(name, None)
             event = "finish" if layer.is_finished else "merge"
-            self.events.append({"step": self.global_step, "module": name, "event": event, "ratio": ratio, "rank": layer.rank})
+            self.events.append(
+                {"step": self.global_step, "module": name, "event": event, "ratio": ratio, "rank": layer.rank}
+            )
 
     # --- plumbing -------------------------------------------------------------------------------------
     def _group_modules(self) -> list[list[str]]:
@@ -158,8 +172,14 @@ class AromaController:
         return groups
 
     def _apply_lr(self) -> None:
-        for index, group in enumerate(unwrap_optimizer(self.optimizer).param_groups):
-            group["lr"] = self.base_lrs[index] * self.lr_multiplier(index)
+        """Set every group's lr for the next step (the scheduler's own step does it when there is one)."""
+        groups = unwrap_optimizer(self.optimizer).param_groups
+        if self.scheduler is not None:
+            lrs = current_lrs(self.scheduler)
+        else:
+            lrs = [base * self.lr_multiplier(i) for i, base in enumerate(self.base_lrs)]
+        for group, lr in zip(groups, lrs):
+            group["lr"] = lr
 
     @staticmethod
     def _agree(flags: list[bool]) -> list[bool]:
@@ -195,5 +215,4 @@ class AromaController:
             self.prev_factors[name] = (ref.new_tensor(a), ref.new_tensor(b))
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self.events = list(state["events"])
-        if self.scheduler is None:
-            self._apply_lr()
+        self._apply_lr()

@@ -71,7 +71,9 @@ class AromaLinear(AdapterLayer):
             return FoldedRankOneLinear.apply(
                 x, self.base_layer.weight, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
             )
-        return self.base_layer(x) + self.scaling * F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        return self.base_layer(x) + self.scaling * F.linear(
+            F.linear(self.dropout(x), self.lora_A), self.lora_B
+        )
 
     # --- statistics the controller's criteria use (all from r x r Gram matrices, never m x n) ---------
     def piece_norm(self) -> float:
