@@ -6,6 +6,11 @@ from .tuners.aroma.config import AromaConfig
 from .tuners.aroma.controller import AromaController
 from .tuners.config import AdapterConfig
 from .tuners.model import AdaptedModel, adapt, load
+from .tuners.sora.config import SoraConfig
+from .tuners.sora.controller import SoraController
+from .tuners.sora.controller import param_groups as sora_param_groups
+from .tuners.sora.controller import parameter_counts as sora_parameter_counts
+from .tuners.sora.controller import prune as sora_prune
 
 __all__ = [
     "AdapterConfig",
@@ -14,9 +19,15 @@ __all__ = [
     "AromaCallback",
     "AromaConfig",
     "AromaController",
+    "SoraCallback",
+    "SoraConfig",
+    "SoraController",
     "adapt",
     "effective_rank",
     "load",
+    "sora_param_groups",
+    "sora_parameter_counts",
+    "sora_prune",
 ]
 
 
@@ -26,4 +37,8 @@ def __getattr__(name: str):
         from .callbacks import AromaCallback
 
         return AromaCallback
+    if name == "SoraCallback":
+        from .tuners.sora.callback import SoraCallback
+
+        return SoraCallback
     raise AttributeError(f"module 'aroma_peft' has no attribute {name!r}")
