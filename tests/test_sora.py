@@ -320,3 +320,14 @@ def test_controller_errors():
     state["xis"] = [1.0]
     with pytest.raises(ValueError, match="controller state has xi stages"):
         controller.load_state_dict(state)
+
+
+@pytest.mark.parametrize("prox, expected", [("soft_lr", [0.75, -0.75, 0.0]), ("soft", [0.5, -0.5, 0.0])])
+def test_controller_prox_uses_the_gate_group_lr(prox, expected):
+    model = adapt(Tiny(), config(prox=prox, xi=0.5))
+    optimizer = torch.optim.AdamW(sora_param_groups(model, 1e-3, gate_lr=0.5))
+    controller = SoraController(model, optimizer)
+    with torch.no_grad():
+        model.model.up.gate.copy_(torch.tensor([1.0, -1.0, 0.1, 0.0]))
+    controller.step()  # the proximal step alone: threshold xi * lr = 0.25 for soft_lr, xi for soft
+    assert model.model.up.gate.tolist()[:3] == expected
