@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import ExportableState
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from ...callbacks import ControllerCallback
 from .controller import SoraController
 
 
-class SoraCallback(TrainerCallback, ExportableState):
+class SoraCallback(ControllerCallback):
     """Adds SoRA's sparse penalty and proximal step to a Trainer run.
 
     The penalty's gradient is added to the gates at ``on_step_begin``, before the first backward of
@@ -20,29 +20,15 @@ class SoraCallback(TrainerCallback, ExportableState):
 
     Gates take no weight decay: with ``weight_decay > 0`` pass ``optimizers=(optimizer, None)``
     built from ``model.optimizer_param_groups(lr, weight_decay)``; the callback refuses a gate with
-    weight decay. The controller's state is saved in Trainer checkpoints and restored on
-    ``resume_from_checkpoint`` (with or without ``restore_callback_states_from_checkpoint``).
+    weight decay.
     """
 
     def __init__(self, controller_state: dict[str, Any] | None = None, record_every: int = 50) -> None:
-        self.controller: SoraController | None = None
-        self.controller_state = controller_state
+        super().__init__(controller_state)
         self.record_every = record_every
 
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ):
-        model = kwargs["model"]
-        model = getattr(model, "module", model)  # DistributedDataParallel
-        self.controller = SoraController(model, kwargs["optimizer"], record_every=self.record_every)
-        saved = self.controller_state
-        if saved is None and state.global_step > 0:
-            # Resuming without restore_callback_states_from_checkpoint: the loaded TrainerState has it.
-            stored = state.stateful_callbacks.get(type(self).__name__)
-            stored = stored[0] if isinstance(stored, list) else stored
-            saved = (stored or {}).get("args", {}).get("controller_state")
-        if saved is not None:
-            self.controller.load_state_dict(saved)
+    def make_controller(self, model: Any, optimizer: Any, lr_scheduler: Any) -> SoraController:
+        return SoraController(model, optimizer, record_every=self.record_every)
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -50,12 +36,7 @@ class SoraCallback(TrainerCallback, ExportableState):
         assert self.controller is not None, "SoraCallback.on_train_begin did not run"
         self.controller.add_penalty_grad()
 
-    def on_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ):
-        assert self.controller is not None, "SoraCallback.on_train_begin did not run"
-        self.controller.step()
-
     def state(self) -> dict[str, Any]:
-        current = self.controller.state_dict() if self.controller else self.controller_state
-        return {"args": {"controller_state": current, "record_every": self.record_every}, "attributes": {}}
+        saved = super().state()
+        saved["args"]["record_every"] = self.record_every
+        return saved
