@@ -1,0 +1,208 @@
+"""The README's results table: GLUE dev (RTE, MRPC, CoLA, SST-2) x methods on the offline MiniLM.
+
+Every task has one budget (epochs, batch, length, training subset) shared by every method; each run
+goes to its own folder and finished runs (with metrics.json) are skipped, so the table can be built in
+pieces (--tasks / --methods) and resumed after an interruption. Runs are sequential, one at a time.
+
+    python benchmarks/glue_table.py                      # run what is missing, print the table
+    python benchmarks/glue_table.py --tasks rte --methods aroma,full
+    python benchmarks/glue_table.py --budget large       # 5x the epochs (paper-like T_in)
+    python benchmarks/glue_table.py --table-only --readme README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "glue"
+
+# One budget per task, the same for every method. "small" fits the whole table in about 1.5 hours on
+# a 2-core CPU (one torch thread, the machine being shared); "large" is 5x the epochs.
+BUDGETS: dict[str, dict[str, dict[str, object]]] = {
+    "small": {
+        "rte": {"epochs": 1, "batch_size": 16, "max_seq_len": 128, "eval_every": 60},
+        "mrpc": {"epochs": 1, "batch_size": 16, "max_seq_len": 128, "eval_every": 60},
+        "cola": {
+            "epochs": 1,
+            "batch_size": 32,
+            "max_seq_len": 64,
+            "max_train_samples": 6000,
+            "eval_every": 60,
+        },
+        "sst2": {
+            "epochs": 1,
+            "batch_size": 32,
+            "max_seq_len": 64,
+            "max_train_samples": 6000,
+            "eval_every": 60,
+        },
+    },
+    "large": {
+        "rte": {"epochs": 5, "batch_size": 16, "max_seq_len": 128, "eval_every": 150},
+        "mrpc": {"epochs": 5, "batch_size": 16, "max_seq_len": 128, "eval_every": 200},
+        "cola": {"epochs": 5, "batch_size": 32, "max_seq_len": 64, "eval_every": 200},
+        "sst2": {
+            "epochs": 1,
+            "batch_size": 32,
+            "max_seq_len": 64,
+            "max_train_samples": 30000,
+            "eval_every": 200,
+        },
+    },
+}
+# AROMA's T_in (and ReLoRA's restart interval) scaled to the budget: the paper's 200 of ~2400 steps.
+PIECE_STEPS = {"small": 50, "large": 200}
+
+
+def method_args(budget: str) -> dict[str, list[str]]:
+    """The methods of the table and their settings (same learning rate for every adapter method)."""
+    t_in = str(PIECE_STEPS[budget])
+    rewarm = str(PIECE_STEPS[budget] // 5)
+    return {
+        "aroma": [
+            "--method",
+            "aroma",
+            "--lr",
+            "1e-3",
+            "--t-in",
+            t_in,
+            "--check-interval",
+            "5",
+            "--rewarmup-steps",
+            rewarm,
+        ],
+        "lora_r8": ["--method", "lora", "--lr", "1e-3", "--r", "8", "--lora-alpha", "16"],
+        "lora_r1": ["--method", "lora", "--lr", "1e-3", "--r", "1", "--lora-alpha", "2"],
+        "adalora": ["--method", "adalora", "--lr", "1e-3", "--init-r", "12", "--target-r", "8"],
+        "relora": ["--method", "relora", "--lr", "1e-3", "--restart-every", t_in, "--rewarmup-steps", rewarm],
+        "full": ["--method", "full", "--lr", "1e-4"],
+    }
+
+
+def run_one(task: str, method: str, budget: str, runs_dir: Path, threads: int) -> Path:
+    out = runs_dir / task / method
+    if (out / "metrics.json").is_file():
+        print(f"skip {task}/{method}: finished", flush=True)
+        return out
+    args = [sys.executable, "-m", "aroma_peft.cli", "train", "--task", task, "--data-dir", str(DATA)]
+    args += ["--output-dir", str(out), "--quiet", "--threads", str(threads), "--seed", "0"]
+    args += method_args(budget)[method]
+    for key, value in BUDGETS[budget][task].items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    if out.exists():
+        args.append("--overwrite")  # an unfinished run (no metrics.json): start it again
+    log = runs_dir / "logs" / f"{task}-{method}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"run {task}/{method} -> {out} (log {log})", flush=True)
+    t0 = time.time()
+    with open(log, "w") as f:
+        code = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT)
+    print(f"  exit {code} after {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def budget_text(budget: str) -> str:
+    parts = []
+    for task, b in BUDGETS[budget].items():
+        subset = (
+            f", {b['max_train_samples']} training examples"
+            if "max_train_samples" in b
+            else ", full train set"
+        )
+        parts.append(
+            f"{task}: {b['epochs']} epoch(s), batch {b['batch_size']}, max length {b['max_seq_len']}{subset}"
+        )
+    return "; ".join(parts)
+
+
+def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list[str]) -> str:
+    from aroma_peft.report import markdown_table
+    from aroma_peft.train.outputs import read_run
+
+    runs, missing = [], []
+    for task in tasks:
+        for method in methods:
+            path = runs_dir / task / method
+            (runs if (path / "metrics.json").is_file() else missing).append(path)
+    loaded = [read_run(p) for p in runs]
+    machine = loaded[0]["metrics"]["machine"] if loaded else {}
+    head = loaded[0]["metrics"]["head_params"] if loaded else "?"
+    args = method_args(budget)
+    text = [
+        "## Results",
+        "",
+        f"GLUE dev with the default MiniLM (all-MiniLM-L6-v2, 22M parameters), budget `{budget}` "
+        f"(the same for every method): {budget_text(budget)}. Seed 0, one run each.",
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores shared with other jobs, "
+        f"{machine.get('torch_threads', '?')} torch thread, torch {machine.get('torch', '?')}; "
+        "times are wall-clock and noisy. Adapter params count what the optimizer updates besides the head "
+        f"(pooler + classifier, {head} parameters, trained by every method).",
+        "Reproduce: `python benchmarks/glue_table.py` (see benchmarks/README.md).",
+        "",
+        markdown_table(loaded).rstrip(),
+        "",
+        "Settings: " + "; ".join(f"{m}: `{' '.join(a)}`" for m, a in args.items() if m in methods) + ".",
+    ]
+    if missing:
+        text += [
+            "",
+            "Not run yet (out of time): " + ", ".join(f"{p.parent.name}/{p.name}" for p in missing) + ".",
+        ]
+    return "\n".join(text) + "\n"
+
+
+def replace_section(readme: Path, section: str) -> None:
+    """Put ``section`` in place of the README's "## Results" section (or append it)."""
+    text = readme.read_text() if readme.is_file() else ""
+    pattern = re.compile(r"^## Results\b.*?(?=^## |\Z)", re.S | re.M)
+    new = (
+        pattern.sub(lambda _: section + "\n", text, count=1)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section
+    )
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(readme)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    parser.add_argument("--tasks", default="rte,mrpc,cola,sst2")
+    parser.add_argument("--methods", default=",".join(method_args("small")))
+    parser.add_argument("--runs-dir", default=None, help="default: runs/glue_table/<budget>")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (1: robust on a shared machine)"
+    )
+    parser.add_argument("--table-only", action="store_true", help="do not train, only assemble the table")
+    parser.add_argument("--readme", default=None, help="also write the table into this README's '## Results'")
+    args = parser.parse_args()
+    tasks, methods = args.tasks.split(","), args.methods.split(",")
+    unknown = sorted(set(tasks) - set(BUDGETS[args.budget])) + sorted(
+        set(methods) - set(method_args(args.budget))
+    )
+    if unknown:
+        parser.error(f"unknown task or method: {', '.join(unknown)}")
+    runs_dir = Path(args.runs_dir or ROOT / "runs" / "glue_table" / args.budget)
+    if not args.table_only:
+        for task in tasks:
+            for method in methods:
+                run_one(task, method, args.budget, runs_dir, args.threads)
+    all_tasks = [t for t in BUDGETS[args.budget] if t in tasks or args.table_only]
+    section = results_section(runs_dir, args.budget, all_tasks, list(method_args(args.budget)))
+    (runs_dir / "table.md").write_text(section)
+    print(section)
+    if args.readme:
+        replace_section(Path(args.readme), section)
+
+
+if __name__ == "__main__":
+    main()

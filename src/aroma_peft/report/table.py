@@ -1,0 +1,57 @@
+"""The Markdown table of runs side by side (used by ``aroma report`` and benchmarks/glue_table.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """A run's name in tables and legends (``write_report`` makes them distinct)."""
+    return run.get("label") or Path(run["dir"]).name
+
+
+def fmt_params(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def fmt_seconds(s: float) -> str:
+    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.0f} s"
+
+
+def metric_cell(metrics: dict[str, Any], run: dict[str, Any]) -> str:
+    main = run["metrics"]["main_metric"]
+    extra = [k for k in metrics if k not in (main, "step")]
+    cell = f"{100 * metrics[main]:.1f}"
+    return cell + "".join(f" ({k} {100 * metrics[k]:.1f})" for k in extra)
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    """One row per run: task, method, dev metric (best and final), parameters, rank and time."""
+    header = (
+        "| task | run | method | dev metric (best) | final | adapter params: initial | mean | "
+        "total rank (end) | time / step | total time | steps |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for run in runs:
+        m = run["metrics"]
+        params = m.get("adapter_params") or {}
+        steps = f"{m['steps']}" + (" (stopped)" if m.get("stopped_early") else "")
+        rank = m.get("total_rank_end")
+        cells = [
+            m["task"],
+            run_label(run),
+            m["method"],
+            f"{m['main_metric']} {metric_cell(m['best'], run)}",
+            metric_cell(m["final"], run),
+            fmt_params(params.get("start")),
+            fmt_params(params.get("mean")),
+            "-" if rank is None else str(rank),
+            f"{m['time_per_step_s']:.2f} s",
+            fmt_seconds(m["wall_time_s"]),
+            steps,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

