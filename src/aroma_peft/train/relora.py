@@ -55,6 +55,7 @@ class ReloraRecipe(AromaRecipe):
             lora_alpha=o.lora_alpha,
             inner_criterion="none",
             t_in=o.restart_every,
+            check_interval=o.restart_every,  # no inner check is ever due: t_in alone ends a piece
             eps_out=0.0,
             max_steps=self.total_steps,
             warmup_steps=self.warmup_steps(o.warmup_steps),

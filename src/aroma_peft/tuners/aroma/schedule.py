@@ -23,7 +23,7 @@ def lr_multiplier(step: int, warmup_steps: int, last_reset: int | None, rewarmup
 
 def relative_change(criterion: str, prev_norm: float | None, norm: float, diff_norm: float | None) -> float:
     """The inner statistic; ``inf`` when there is no usable predecessor (first check, or b a = 0)."""
-    if prev_norm is None or prev_norm == 0.0:
+    if criterion == "none" or prev_norm is None or prev_norm == 0.0:  # "none": only t_in ends a piece
         return math.inf
     if criterion == "paper":
         return (norm - prev_norm) / prev_norm
