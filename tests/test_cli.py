@@ -56,6 +56,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("method", sorted(RUNS))
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_run_folder(runs, method):
     out = runs[method]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -82,6 +83,7 @@ def test_run_folder(runs, method):
     assert metrics["heads"] == ["bert.pooler", "classifier"]
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_aroma_merges_and_exports_a_peft_lora(runs):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
@@ -99,6 +101,7 @@ def test_aroma_merges_and_exports_a_peft_lora(runs):
     assert model.peft_config["default"].rank_pattern
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_adalora_really_reallocates_ranks(runs):
     log = [json.loads(line) for line in (runs["adalora"] / "log.jsonl").read_text().splitlines()]
     totals = [r["total_rank"] for r in log if r["type"] == "train"]
@@ -108,6 +111,7 @@ def test_adalora_really_reallocates_ranks(runs):
     assert (runs["adalora"] / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_relora_restarts_on_a_fixed_clock(runs):
     ranks = json.loads((runs["relora"] / "ranks.json").read_text())
     assert {r["rank"] for r in ranks.values()} == {24}  # 3 pieces of rank 8 in 24 steps
@@ -117,6 +121,7 @@ def test_relora_restarts_on_a_fixed_clock(runs):
     assert merge_steps == [8, 16]
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_full_fine_tuning_trains_everything(runs):
     metrics = json.loads((runs["full"] / "metrics.json").read_text())
     assert metrics["adapter_params"]["start"] > 20_000_000 and metrics["total_rank_end"] is None
@@ -125,6 +130,7 @@ def test_full_fine_tuning_trains_everything(runs):
     assert all(r["numerical_rank"] > 8 for r in ranks.values())
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_report_writes_figures_and_table(runs, tmp_path, capsys):
     out = tmp_path / "report"
     code, _ = cli(["report", *runs.values(), "--out", out], capsys)
@@ -136,6 +142,7 @@ def test_report_writes_figures_and_table(runs, tmp_path, capsys):
     assert all(f"| {method} |" in table for method in RUNS)
 
 
+@pytest.mark.slow  # shares the module fixture: five real trainings, ~30-50 s in all
 def test_existing_run_is_refused_and_kept(runs, capsys):
     before = {p.name: p.read_bytes() for p in runs["lora"].iterdir() if p.is_file()}
     code, err = cli(

@@ -8,7 +8,6 @@ recipe's ``Options`` dataclass. Problems are reported all at once, each naming t
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -197,7 +196,3 @@ def split_options(
 def resolved(config: TrainConfig, options: Any) -> dict[str, Any]:
     """The flat mapping a run saves (and ``--config`` reads back): common settings plus options."""
     return {**dataclasses.asdict(config), **dataclasses.asdict(options)}
-
-
-def dump_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True)
