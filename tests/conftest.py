@@ -8,6 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+# Tests run tiny models, where a second thread only adds synchronisation, and a busy 2-core machine
+# oversubscribed by two threads made the suite up to 20x slower: one thread.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
