@@ -97,6 +97,18 @@ def test_train_sora_with_xi_schedule(setup):
     events = [e for r in log for e in r.get("events", [])]
     assert [e["stage"] for e in events if e["event"] == "stage_end"] == [0, 1, 2]
     assert (out / "adapter" / "adapter_config.json").is_file()
+    # memorisation (train subset) and generalisation (dev) at every stage end, relative to stage 0's best
+    stage_records = [r for r in log if r["type"] == "stage"]
+    assert [r["step"] for r in stage_records] == [2, 4, 6]
+    stages = json.loads((out / "metrics.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == [0, 1, 2]
+    for record, summary in zip(stage_records, stages):
+        assert 0.0 <= summary["memorization"] <= 1.0 and summary["memorization"] == record["memorization"]
+        first = stages[0]
+        assert summary["generalization_ratio"] == pytest.approx(
+            summary["generalization"] / first["generalization"]
+        )
+        assert summary["memorization_ratio"] == pytest.approx(summary["memorization"] / first["memorization"])
 
 
 def test_bad_sora_options_are_reported(setup, capsys):

@@ -19,9 +19,12 @@ from ..errors import UserInputError
 from ..models import resolve_model
 from ..rank import effective_rank
 from ..tuners.model import find_saved_modules
+from ..tuners.sora.schedule import summarize_stages
 from . import batches, outputs
 from .config import TrainConfig, resolved
 from .recipe import Recipe, block_linears, default_heads, get_recipe
+
+MEMORIZATION_EXAMPLES = 1000  # SoRA's study: the metric on 1,000 training examples
 
 
 def train(config: TrainConfig, options: Any, overwrite: bool = False) -> dict[str, Any]:
@@ -77,6 +80,8 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
     history: dict[str, list[float]] = {"trainable": [], "adapter": []}
     evals: list[dict[str, Any]] = []
     step, train_time, loss_avg, last_ranks, n_events = 0, 0.0, None, None, 0
+    stages: list[dict[str, Any]] = []  # memorisation / generalisation at each stage end (SoRA's xi stages)
+    memorization_set: list[dict[str, Any]] = []
     bar = tqdm(total=total_steps, disable=config.quiet, dynamic_ncols=True, file=sys.stderr)
     model.train()
     while step < total_steps and not recipe.finished:
@@ -114,6 +119,16 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
             if new_events:
                 record["events"], n_events = new_events, n_events + len(new_events)
             writer.log(record)
+            for event in (e for e in new_events if e["event"] == "stage_end"):
+                memorization_set = memorization_set or batches.tokenize(
+                    tokenizer, batches.subset(train_examples, MEMORIZATION_EXAMPLES), config.max_seq_len
+                )
+                stages.append(
+                    evaluate_stage(
+                        model, spec, event, memorization_set, dev_features, config, pad_id, writer, say
+                    )
+                )
+                model.train()
             history["trainable"].append(adapter + head_params)
             history["adapter"].append(adapter)
             loss_avg = record["loss"] if loss_avg is None else 0.9 * loss_avg + 0.1 * record["loss"]
@@ -143,6 +158,8 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
         "total_rank_end": sum(recipe.ranks().values()) if recipe.ranks() else None,
     }
     result["stopped_early"] = recipe.finished and step < total_steps
+    if stages:
+        result["stages"] = summarize_stages(stages, higher_is_better=True)
     writer.write_json(outputs.METRICS, result)
     main = spec.main_metric
     say(f"done: best {main} {result['best'][main]:.4f}, final {result['final'][main]:.4f}")
@@ -199,19 +216,42 @@ def evaluate(
     model: Any, spec: TaskSpec, features: dict[str, list], batch_size: int, pad_id: int
 ) -> dict[str, float]:
     """Every metric of the task on every dev set (MNLI: matched, and mismatched prefixed ``mm_``)."""
-    model.eval()
     result: dict[str, float] = {}
     for dev in spec.dev_sets:
-        feats = features[dev.name]
-        preds: list[Any] = [None] * len(feats)
-        for idx, batch in batches.eval_batches(feats, batch_size, pad_id):
-            batch.pop("labels")
-            logits = model(**batch).logits
-            values = logits[:, 0] if spec.is_regression else logits.argmax(-1)
-            for i, v in zip(idx, values.tolist()):
-                preds[i] = v
-        result |= glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], dev.prefix)
+        result |= metrics_on(model, spec, features[dev.name], batch_size, pad_id, dev.prefix)
     return result
+
+
+@torch.no_grad()
+def metrics_on(
+    model: Any, spec: TaskSpec, feats: list[dict[str, Any]], batch_size: int, pad_id: int, prefix: str = ""
+) -> dict[str, float]:
+    """The task's metrics on one set of tokenized examples."""
+    model.eval()
+    preds: list[Any] = [None] * len(feats)
+    for idx, batch in batches.eval_batches(feats, batch_size, pad_id):
+        batch.pop("labels")
+        logits = model(**batch).logits
+        values = logits[:, 0] if spec.is_regression else logits.argmax(-1)
+        for i, v in zip(idx, values.tolist()):
+            preds[i] = v
+    return glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], prefix)
+
+
+def evaluate_stage(model, spec, event, memorization_set, dev_features, config, pad_id, writer, say):  # noqa: ANN001
+    """At the end of a sparsifying stage: memorisation (the metric on 1,000 training examples) and
+    generalisation (the dev metric), as in SoRA's study of its scheduler."""
+    main = spec.main_metric
+    memorization = metrics_on(model, spec, memorization_set, config.eval_batch_size, pad_id)[main]
+    generalization = evaluate(model, spec, dev_features, config.eval_batch_size, pad_id)[main]
+    record = {k: v for k, v in event.items() if k not in ("event", "step")}
+    record |= {"memorization": memorization, "generalization": generalization}
+    writer.log({"type": "stage", "step": event["step"], **record})
+    say(
+        f"stage {record.get('stage')} ends at step {event['step']}: memorisation {main} {memorization:.4f}, "
+        f"generalisation {main} {generalization:.4f}"
+    )
+    return record
 
 
 def evaluate_and_log(model, spec, features, config, pad_id, step, writer, say) -> dict[str, Any]:  # noqa: ANN001
