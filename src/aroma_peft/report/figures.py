@@ -81,8 +81,8 @@ def training_curves(runs: list[dict[str, Any]], path: Path, modules: list[str] |
         )
     titles = [
         ("Trainable adapter parameters", "parameters (without the head)"),
-        ("Total rank of the update", "sum of module ranks"),
-        ("Rank of chosen modules", "rank"),
+        ("Total rank of the update", "sum of module ranks (SoRA: non-zero gates)"),
+        ("Rank of chosen modules", "rank (SoRA: non-zero gates)"),
         ("Dev metric", ", ".join(sorted({r["metrics"]["main_metric"] for r in runs}))),
     ]
     if axes[0, 0].get_lines():
