@@ -35,6 +35,7 @@ def test_save_load_gives_identical_outputs(tiny_net, batch, tmp_path, eps_out) -
     assert sum(ctl.ranks().values()) > 0
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    assert all(p.stat().st_mode & 0o044 for p in tmp_path.iterdir())  # readable by others, not 0600
     loaded = load(base, tmp_path)
     x, _ = batch
     assert torch.equal(loaded(x), model(x))
