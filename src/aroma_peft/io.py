@@ -28,9 +28,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it a normal mode
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and safetensors) make it 0600: give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
