@@ -24,7 +24,10 @@ class TrainConfig:
     task: str = field(
         default="", metadata={"help": "GLUE task: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb."}
     )
-    method: str = field(default="", metadata={"help": "Fine-tuning method (see `aroma train --help`)."})
+    method: str = field(
+        default="",
+        metadata={"help": "aroma, lora, adalora, relora, full, sora (each method's options are below)."},
+    )
     output_dir: str = field(
         default="", metadata={"help": "Folder for the config, logs, metrics and adapter."}
     )
