@@ -82,6 +82,23 @@ def method_args(budget: str, lr_factor: float = 1.0) -> dict[str, list[str]]:
         "adalora": ["--method", "adalora", "--lr", "1e-3", "--init-r", "12", "--target-r", "8"],
         "relora": ["--method", "relora", "--lr", "1e-3", "--restart-every", t_in, "--rewarmup-steps", rewarm],
         "full": ["--method", "full", "--lr", "1e-4"],
+        # SoRA with the reference code's settings (r_max 8, alpha 16, lambda 10, xi 3e-4, official prox)
+        "sora": [
+            "--method",
+            "sora",
+            "--lr",
+            "1e-3",
+            "--r-max",
+            "8",
+            "--lora-alpha",
+            "16",
+            "--sparse-lambda",
+            "10",
+            "--xi",
+            "3e-4",
+            "--prox",
+            "official",
+        ],
     }
     for args in methods.values():
         index = args.index("--lr") + 1

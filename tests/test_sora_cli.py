@@ -91,6 +91,8 @@ def test_train_sora_with_xi_schedule(setup):
     assert sora["parameters_after_pruning"] == sum(
         row["after"] for name, row in sora["modules"].items() if name != "total"
     )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adapter_params_pruned"] == sora["parameters_after_pruning"]
     config = json.loads((out / "config.json").read_text())
     assert config["r_max"] == 4 and config["gate_lr"] == 0.05 and config["xi_schedule"] == "linear"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

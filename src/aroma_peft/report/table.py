@@ -32,7 +32,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     """One row per run: task, method, dev metric (best and final), parameters, rank and time."""
     header = (
         "| task | run | method | dev metric (best) | final | adapter params: initial | mean | "
-        "total rank (end) | time / step | total time | steps |"
+        "end (SoRA: pruned) | total rank (end) | time / step | total time | steps |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for run in runs:
@@ -48,6 +48,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
             metric_cell(m["final"], run),
             fmt_params(params.get("start")),
             fmt_params(params.get("mean")),
+            fmt_params(m.get("adapter_params_pruned", params.get("end"))),
             "-" if rank is None else str(rank),
             f"{m['time_per_step_s']:.2f} s",
             fmt_seconds(m["wall_time_s"]),

@@ -158,6 +158,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
         "total_rank_end": sum(recipe.ranks().values()) if recipe.ranks() else None,
     }
     result["stopped_early"] = recipe.finished and step < total_steps
+    result |= recipe.summary()
     if stages:
         result["stages"] = summarize_stages(stages, higher_is_better=True)
     writer.write_json(outputs.METRICS, result)

@@ -82,6 +82,10 @@ class Recipe:
     def events(self) -> list[dict[str, Any]]:
         return []
 
+    def summary(self) -> dict[str, Any]:
+        """Method-specific figures for ``metrics.json`` (e.g. SoRA's parameters after pruning)."""
+        return {}
+
     # --- results -----------------------------------------------------------------------------------
     def delta_weights(self) -> dict[str, torch.Tensor]:
         """The learned update dW of each adapted module, by module name."""

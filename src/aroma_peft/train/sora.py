@@ -152,6 +152,11 @@ class SoraRecipe(Recipe):
             )
         return self._stage_events
 
+    def summary(self) -> dict[str, Any]:
+        """The pruned LoRA's size: ranks whose gate is exactly 0 cost nothing after pruning."""
+        total = parameter_counts(self.model)["total"]
+        return {"adapter_params_pruned": total["after"], "active_gates": total["active"]}
+
     def delta_weights(self) -> dict[str, torch.Tensor]:
         return {name: layer.delta_weight() for name, layer in self.model.adapter_layers().items()}
 
