@@ -1,0 +1,115 @@
+"""Golden runs: `aroma train` on a tiny BERT and a tiny SST-2 folder must log the same numbers as the
+values recorded in ``tests/golden/glue_runs.json``, so a refactor of the recipes or their options
+provably moves no number (every step's loss, learning rate and total rank, every evaluation, and the
+resolved settings in ``config.json``).
+
+Floats are compared bit for bit on the machine type and torch version the values were recorded on
+(both are stored with them); elsewhere the losses are compared to 1e-4 relative, because another CPU's
+kernels round differently. Record again only when a change is meant to move the numbers:
+``AROMA_RECORD_GOLDEN=1 pytest tests/test_golden.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from aroma_peft.cli import main
+from aroma_peft.train.loop import machine
+
+GOLDEN = Path(__file__).parent / "golden" / "glue_runs.json"
+WORDS = ["good", "bad", "movie", "great", "awful", "fun", "dull", "plot", "acting", "long", "short", "funny"]
+POSITIVE = {"good", "great", "fun", "funny"}
+COMMON = ["--task", "sst2", "--max-steps", "30", "--eval-every", "15", "--batch-size", "8", "--seed", "3"]
+COMMON += ["--threads", "1", "--quiet"]
+# run name -> flags: the recipes whose options come from the adapter configs, with their CLI defaults
+RUNS = {
+    "aroma": ["--method", "aroma", "--check-interval", "5"],
+    "relora": ["--method", "relora", "--restart-every", "10", "--lr", "3e-3"],
+    "sora": ["--method", "sora", "--xi-schedule", "linear", "--xi-max", "5e-3", "--xi-stages", "3"],
+    "lora": ["--method", "lora", "--r", "2"],
+    "adalora": ["--method", "adalora"],
+    "full": ["--method", "full"],
+}
+PATHS = ("output_dir", "model", "data_dir")  # differ per machine: not part of the golden config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("golden")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    model_dir = root / "model"
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    BertForSequenceClassification(config).save_pretrained(model_dir)
+    data = root / "glue" / "SST-2"
+    data.mkdir(parents=True)
+    n = len(WORDS)
+    texts = [(WORDS[i % n], WORDS[(5 * i + 3) % n], WORDS[(7 * i + 1) % n]) for i in range(96)]
+    rows = [f"{a} {b} {c}\t{int(a in POSITIVE)}" for a, b, c in texts]
+    (data / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:64]) + "\n")
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[64:]) + "\n")
+    return root, model_dir
+
+
+def run_numbers(out: Path) -> dict:
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    config = json.loads((out / "config.json").read_text())
+    return {
+        "loss": [r["loss"] for r in log if r["type"] == "train"],
+        "lr": [r["lr"] for r in log if r["type"] == "train"],
+        "total_rank": [r["total_rank"] for r in log if r["type"] == "train"],
+        "evals": [r["metrics"] for r in log if r["type"] == "eval"],
+        "config": {k: v for k, v in sorted(config.items()) if k not in PATHS},
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(setup) -> dict[str, dict]:
+    root, model_dir = setup
+    found = {}
+    for name, flags in RUNS.items():
+        out = root / name
+        args = ["train", *COMMON, *flags, "--model", model_dir, "--data-dir", root / "glue"]
+        assert main([str(a) for a in [*args, "--output-dir", out]]) == 0, name
+        found[name] = run_numbers(out)
+    if os.environ.get("AROMA_RECORD_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        where = {"cpu": machine()["cpu"], "torch": torch.__version__}
+        GOLDEN.write_text(json.dumps({"machine": where, "runs": found}, indent=1) + "\n")
+    return found
+
+
+def test_golden_file_covers_every_run(runs):
+    golden = json.loads(GOLDEN.read_text())
+    assert set(golden["runs"]) == set(RUNS)
+    assert all(len(run["loss"]) == 30 for run in golden["runs"].values())
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_run_matches_golden(runs, name):
+    golden = json.loads(GOLDEN.read_text())
+    expected, found = golden["runs"][name], runs[name]
+    assert found["config"] == expected["config"]
+    same_machine = golden["machine"] == {"cpu": machine()["cpu"], "torch": torch.__version__}
+    if not same_machine:
+        assert found["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+        return
+    assert found["loss"] == expected["loss"]  # bit for bit: JSON floats round-trip exactly
+    assert found["lr"] == expected["lr"]
+    assert found["total_rank"] == expected["total_rank"]
+    assert found["evals"] == expected["evals"]
