@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from ...callbacks import ControllerCallback
+from ..callback import ControllerCallback
 from .controller import SoraController
 
 
