@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .recipe import Recipe
+from .recipe import Recipe, decay_groups
 
 
 class FullRecipe(Recipe):
@@ -24,12 +24,7 @@ class FullRecipe(Recipe):
         return model
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        return [
-            {"params": decay, "lr": lr, "weight_decay": weight_decay},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-        ]
+        return decay_groups(list(self.model.parameters()), lr, weight_decay)
 
     def adapter_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if id(p) not in self.head_params)

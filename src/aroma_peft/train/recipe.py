@@ -95,6 +95,45 @@ class Recipe:
         raise NotImplementedError
 
 
+class AdapterRecipe(Recipe):
+    """A method built on this package's adapters (``tuners/``): the config decides everything else."""
+
+    def adapter_config(self, targets: list[str], heads: list[str]) -> Any:
+        """The method's ``AdapterConfig`` for this run."""
+        raise NotImplementedError
+
+    def wrap(self, model: nn.Module, targets: list[str], heads: list[str]) -> nn.Module:
+        from ..tuners.model import adapt
+
+        self.model = adapt(model, self.adapter_config(targets, heads))
+        return self.model
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return self.model.optimizer_param_groups(lr, weight_decay)
+
+    def ranks(self) -> dict[str, int]:
+        return self.model.ranks()
+
+    def delta_weights(self) -> dict[str, torch.Tensor]:
+        return {name: layer.delta_weight() for name, layer in self.model.adapter_layers().items()}
+
+    def save(self, directory: Path) -> None:
+        """Our format (``adapter/``) and the standard PEFT LoRA export (``adapter_lora/``)."""
+        self.model.save_pretrained(directory / "adapter")
+        if any(self.model.ranks().values()):  # PEFT cannot express an all-zero update
+            self.model.export_lora(directory / "adapter_lora")
+
+
+def decay_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only, never on biases and norms (as the adapters' own groups)."""
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+
+
 def get_recipe(name: str) -> type[Recipe]:
     from ..errors import UserInputError
 

@@ -7,60 +7,45 @@ It is AROMA's machinery with the convergence criteria switched off: no inner che
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 from ..tuners.aroma.config import AromaConfig
 from .aroma import AromaRecipe
+from .options import MethodOptions, Override, derive_options
+
+# Where `aroma train --method relora` departs from AromaConfig on purpose.
+OVERRIDES = {
+    "r": Override("ReLoRA restarts LoRA-sized pieces (the paper's baseline uses rank 8)", default=8),
+    "lora_alpha": Override("alpha = 2 r, as LoRA r=8's 16", default=16.0),
+    "t_in": Override(
+        "a fixed restart clock, named as ReLoRA names it",
+        default=100,
+        name="restart_every",
+        help="Steps between two merge-and-restart events.",
+    ),
+    "warmup_steps": Override(
+        "None takes the run's warmup_ratio, as for every other method", default=None, type=int | None
+    ),
+    "rewarmup_steps": Override("short restarts need a short re-warmup", default=20),
+}
+# AromaConfig settings that make it ReLoRA (not options): no convergence test, no stop.
+FIXED = {"inner_criterion": "none", "eps_out": 0.0}
 
 
-@dataclass
-class ReloraOptions:
-    r: int = field(default=8, metadata={"help": "Rank of every piece."})
-    lora_alpha: float = field(default=16.0, metadata={"help": "Scale numerator (scale = alpha / r)."})
-    restart_every: int = field(default=100, metadata={"help": "Steps between two merge-and-restart events."})
-    warmup_steps: int | None = field(
-        default=None, metadata={"help": "Initial lr warmup steps; default: warmup_ratio of the run."}
-    )
-    rewarmup_steps: int = field(default=20, metadata={"help": "Lr re-warmup steps after every restart."})
-    optimizer_reset: str = field(
-        default="prune", metadata={"help": "prune, zero or none (Adam state at a restart)."}
-    )
-    reset_prune_ratio: float = field(
-        default=0.999, metadata={"help": "Fraction of Adam's moments zeroed by prune."}
-    )
+@derive_options(
+    AromaConfig,
+    ("r", "lora_alpha", "t_in", "warmup_steps", "rewarmup_steps", "optimizer_reset", "reset_prune_ratio"),
+    OVERRIDES,
+)
+class ReloraOptions(MethodOptions):
+    """ReLoRA's hyperparameters: AromaConfig's fields, with the recipe's overrides."""
 
-    def __post_init__(self) -> None:
-        AromaConfig(
-            target_modules=["check"],
-            r=self.r,
-            lora_alpha=self.lora_alpha,
-            t_in=self.restart_every,
-            rewarmup_steps=self.rewarmup_steps,
-            optimizer_reset=self.optimizer_reset,
-            reset_prune_ratio=self.reset_prune_ratio,
-        )
+    def config_values(self) -> dict[str, Any]:
+        # No inner check is ever due (check_interval = t_in): t_in alone ends a piece.
+        return super().config_values() | FIXED | {"check_interval": self.restart_every}
 
 
 class ReloraRecipe(AromaRecipe):
     name = "relora"
     Options = ReloraOptions
     default_lr = 1e-3
-
-    def aroma_config(self, targets: list[str], heads: list[str]) -> AromaConfig:
-        o = self.options
-        return AromaConfig(
-            target_modules=targets,
-            modules_to_save=heads,
-            r=o.r,
-            lora_alpha=o.lora_alpha,
-            inner_criterion="none",
-            t_in=o.restart_every,
-            check_interval=o.restart_every,  # no inner check is ever due: t_in alone ends a piece
-            eps_out=0.0,
-            max_steps=self.total_steps,
-            warmup_steps=self.warmup_steps(o.warmup_steps),
-            rewarmup_steps=o.rewarmup_steps,
-            optimizer_reset=o.optimizer_reset,
-            reset_prune_ratio=o.reset_prune_ratio,
-            seed=self.config.seed,
-        )
