@@ -22,33 +22,43 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (keys as the flags, '_' for '-')")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
-    add_fields(parser.add_argument_group("common settings"), TrainConfig)
-    seen: set[str] = set()
+    registered: set[str] = set()
+    common = parser.add_argument_group("common settings")
+    add_fields(common, TrainConfig, registered)
+    method = next(a for a in common._group_actions if a.dest == "method")
+    method.help = f"One of {', '.join(RECIPES)}; each method's options and default lr are below. (required)"
     for name, recipe in RECIPES.items():
-        if dataclasses.fields(recipe.Options):
-            group = parser.add_argument_group(f"{name} options (defaults: {defaults(recipe.Options)})")
-            seen |= add_fields(group, recipe.Options, skip=seen)
+        title = f"{name} options (default lr {recipe.default_lr:g})"
+        has_options = bool(dataclasses.fields(recipe.Options))
+        group = parser.add_argument_group(title, None if has_options else "No options of its own.")
+        add_fields(group, recipe.Options, registered)
     parser.set_defaults(run=run)
 
 
-def add_fields(group: argparse._ArgumentGroup, cls: type, skip: set[str] = frozenset()) -> set[str]:
-    """One flag per dataclass field; a field several methods share (e.g. r) gets one flag."""
-    added = set()
+def add_fields(group: argparse._ArgumentGroup, cls: type, registered: set[str]) -> None:
+    """One flag per dataclass field, with its default. A field several methods share (e.g. r) is parsed
+    by one flag, listed in each method's group with that method's help and default."""
     for f, hint in zip(dataclasses.fields(cls), field_types(cls).values()):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        kwargs: dict[str, Any] = {"default": GIVEN, "help": with_default(f)}
         if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=GIVEN, help=help_text)
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            group.add_argument(flag, dest=f.name, default=GIVEN, metavar=f.name.upper(), help=help_text)
-        added.add(f.name)
-    return added
+            kwargs |= {"dest": f.name, "metavar": f.name.upper()}
+        if f.name not in registered:
+            group.add_argument(flag, **kwargs)
+            registered.add(f.name)
+        else:  # listed in this group's help only: argparse parses one flag once
+            group._group_actions.append(argparse.Action([flag], **{"dest": f.name} | kwargs))
 
 
-def defaults(cls: type) -> str:
-    return ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+def with_default(f: dataclasses.Field) -> str:
+    """The field's help and its default (unless the help already says what None means)."""
+    text = f.metadata.get("help", "")
+    if f.default in ("", None) and "default:" in text:
+        return text
+    default = "required" if f.default == "" else f"default: {f.default}"
+    return f"{text} ({default})"
 
 
 def run(args: argparse.Namespace) -> None:
