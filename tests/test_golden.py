@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from tiny_glue import write_tiny_glue
 
 from aroma_peft.cli import main
 from aroma_peft.train.loop import machine
 
 GOLDEN = Path(__file__).parent / "golden" / "glue_runs.json"
-WORDS = ["good", "bad", "movie", "great", "awful", "fun", "dull", "plot", "acting", "long", "short", "funny"]
-POSITIVE = {"good", "great", "fun", "funny"}
 COMMON = ["--task", "sst2", "--max-steps", "30", "--eval-every", "15", "--batch-size", "8", "--seed", "3"]
 COMMON += ["--threads", "1", "--quiet"]
 # run name -> flags: the recipes whose options come from the adapter configs, with their CLI defaults
@@ -40,30 +38,9 @@ PATHS = ("output_dir", "model", "data_dir")  # differ per machine: not part of t
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
+def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("golden")
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    model_dir = root / "model"
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model_dir)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=32,
-    )
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-    data = root / "glue" / "SST-2"
-    data.mkdir(parents=True)
-    n = len(WORDS)
-    texts = [(WORDS[i % n], WORDS[(5 * i + 3) % n], WORDS[(7 * i + 1) % n]) for i in range(96)]
-    rows = [f"{a} {b} {c}\t{int(a in POSITIVE)}" for a, b, c in texts]
-    (data / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:64]) + "\n")
-    (data / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[64:]) + "\n")
-    return root, model_dir
+    return root, *write_tiny_glue(root)
 
 
 def run_numbers(out: Path) -> dict:
@@ -80,11 +57,11 @@ def run_numbers(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(setup) -> dict[str, dict]:
-    root, model_dir = setup
+    root, model_dir, glue = setup
     found = {}
     for name, flags in RUNS.items():
         out = root / name
-        args = ["train", *COMMON, *flags, "--model", model_dir, "--data-dir", root / "glue"]
+        args = ["train", *COMMON, *flags, "--model", model_dir, "--data-dir", glue]
         assert main([str(a) for a in [*args, "--output-dir", out]]) == 0, name
         found[name] = run_numbers(out)
     if os.environ.get("AROMA_RECORD_GOLDEN") == "1":

@@ -42,7 +42,9 @@ class MethodOptions:
 
     def __post_init__(self) -> None:
         # The config's own validation, before any model is loaded (names the field and the fix).
-        self.config_class(target_modules=["check"], **self.config_values())
+        names = {f.name for f in dataclasses.fields(self.config_class)}
+        where = {"target_modules": ["check"]} if "target_modules" in names else {}
+        self.config_class(**where, **self.config_values())
 
     def config_values(self) -> dict[str, Any]:
         """The derived options under their config names; None leaves the config's default (or the

@@ -18,9 +18,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from .config import TrainConfig
 
 RECIPES: dict[str, type[Recipe]] = {}
+ADAPTER = "adapter"  # a run's sub-folder holding the trained adapter
+NO_LOW_RANK = (
+    "trains no low-rank update of a weight, so there is no LoRA export and nothing to merge; "
+    "the run's adapter/ folder holds its trained tensors (safetensors) and config"
+)
 
 # A transformer block is a numbered child of a ModuleList: encoder.layer.3, model.layers.3, h.3, ...
 BLOCK = re.compile(r"(^|\.)(layer|layers|h|block|blocks)\.\d+\.")
@@ -124,6 +130,80 @@ class AdapterRecipe(Recipe):
             self.model.export_lora(directory / "adapter_lora")
 
 
+class FrozenBaseRecipe(Recipe):
+    """A frozen model of which the method trains chosen parameters (BitFit's biases, bottleneck adapters)
+    and the head in full.
+
+    No weight receives a low-rank update, so ranks, ``ranks.json`` rows, LoRA export and merging do not
+    apply: ``ranks()`` and ``delta_weights()`` are empty and ``export_lora`` / ``merge_and_unload``
+    refuse. ``save`` writes every trained tensor (method and head) as safetensors, with a config.
+    """
+
+    def trained_parameters(self, model: nn.Module, targets: list[str]) -> list[str]:
+        """Names of the parameters the method trains besides the head (it may add modules first)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """What ``load`` needs to rebuild the trained modules (saved in ``adapter_config.json``)."""
+        return {}
+
+    def wrap(self, model: nn.Module, targets: list[str], heads: list[str]) -> nn.Module:
+        model.requires_grad_(False)
+        names = self.trained_parameters(model, targets)
+        head_names = {f"{h}.{n}" for h in heads for n, _ in model.get_submodule(h).named_parameters()}
+        self.adapter_names = [n for n in names if n not in head_names]
+        params = dict(model.named_parameters())
+        for name in [*names, *head_names]:
+            params[name].requires_grad_(True)
+        self.model, self.heads = model, heads
+        return model
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return decay_groups([p for p in self.model.parameters() if p.requires_grad], lr, weight_decay)
+
+    def adapter_parameters(self) -> int:
+        params = dict(self.model.named_parameters())
+        return sum(params[n].numel() for n in self.adapter_names)
+
+    def delta_weights(self) -> dict[str, torch.Tensor]:
+        return {}  # no low-rank update of a weight: nothing to measure ranks on
+
+    def save(self, directory: Path) -> None:
+        """``adapter/adapter_model.safetensors`` (the trained tensors, by parameter name) and
+        ``adapter/adapter_config.json`` (the method, its settings and the head's modules)."""
+        from ..io import write_json, write_safetensors
+
+        tensors = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        write_safetensors(directory / ADAPTER / "adapter_model.safetensors", tensors)
+        config = {"method": self.name, "modules_to_save": self.heads, **self.settings()}
+        write_json(directory / ADAPTER / "adapter_config.json", config)
+
+    @classmethod
+    def load(cls, model: nn.Module, directory: str | Path) -> nn.Module:
+        """``model`` (the base model) with the trained tensors a run saved in ``directory``."""
+        from ..io import AdapterFileError, read_json, read_safetensors
+
+        config = read_json(Path(directory) / "adapter_config.json")
+        if config.get("method") != cls.name:
+            raise AdapterFileError(f"{directory}: holds a {config.get('method')!r} adapter, not {cls.name!r}")
+        cls.rebuild(model, config)
+        tensors, _ = read_safetensors(Path(directory) / "adapter_model.safetensors")
+        unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
+        if unexpected:
+            raise AdapterFileError(f"{directory}: tensors the model does not have: {unexpected[:3]}")
+        return model
+
+    @classmethod
+    def rebuild(cls, model: nn.Module, config: dict[str, Any]) -> None:
+        """Add the modules the method inserted (none for BitFit)."""
+
+    def export_lora(self, directory: Path) -> None:
+        raise UserInputError(f"{self.name}: {NO_LOW_RANK}")
+
+    def merge_and_unload(self) -> nn.Module:
+        raise UserInputError(f"{self.name}: {NO_LOW_RANK}")
+
+
 def decay_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only, never on biases and norms (as the adapters' own groups)."""
     decay = [p for p in params if p.dim() >= 2]
@@ -135,8 +215,6 @@ def decay_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> 
 
 
 def get_recipe(name: str) -> type[Recipe]:
-    from ..errors import UserInputError
-
     if name not in RECIPES:
         raise UserInputError(f"unknown method {name!r}: expected one of {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
