@@ -105,6 +105,11 @@ def test_models_without_bert_style_sublayers_are_refused():
         AdapterhOptions(bottleneck=0)
 
 
+def test_target_modules_are_refused_by_methods_that_adapt_no_linear():
+    with pytest.raises(UserInputError, match="target_modules does not apply to method 'bitfit'"):
+        BitfitRecipe(TrainConfig(target_modules=["query"]), None, total_steps=1)
+
+
 def train_one_step(recipe, model: torch.nn.Module) -> set[str]:  # noqa: ANN001
     """Names of the parameters one AdamW step changes."""
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

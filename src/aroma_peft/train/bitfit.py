@@ -14,7 +14,7 @@ from .recipe import FrozenBaseRecipe
 
 class BitfitRecipe(FrozenBaseRecipe):
     name = "bitfit"
-    default_lr = 1e-3  # within BitFit's grid (1e-4 to 1e-3); as LoRA's here
+    default_lr = 1e-3  # as LoRA's here, untuned
 
     def trained_parameters(self, model: nn.Module, targets: list[str]) -> list[str]:
         return bias_names(model)

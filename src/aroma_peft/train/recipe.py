@@ -1,7 +1,8 @@
 """The interface every fine-tuning method implements, and the registry the command line reads.
 
 A method is one file with a :class:`Recipe` subclass (its ``name`` registers it) and an ``Options``
-dataclass (its hyperparameters, which become ``aroma train`` flags). The training loop calls, in order::
+dataclass (its hyperparameters, which become ``aroma train`` flags; derived from the method's adapter
+config where it has one, see ``options.py``). The training loop calls, in order::
 
     wrap(model) -> param_groups() -> start(optimizer, scheduler)
     per step: loss.backward(); optimizer.step(); after_optimizer_step(step); scheduler.step(); zero_grad()
@@ -138,6 +139,13 @@ class FrozenBaseRecipe(Recipe):
     apply: ``ranks()`` and ``delta_weights()`` are empty and ``export_lora`` / ``merge_and_unload``
     refuse. ``save`` writes every trained tensor (method and head) as safetensors, with a config.
     """
+
+    def __init__(self, config: TrainConfig, options: Any, total_steps: int) -> None:
+        if config.target_modules is not None:
+            raise UserInputError(
+                f"target_modules does not apply to method {self.name!r}: it adapts no Linear module"
+            )
+        super().__init__(config, options, total_steps)
 
     def trained_parameters(self, model: nn.Module, targets: list[str]) -> list[str]:
         """Names of the parameters the method trains besides the head (it may add modules first)."""
