@@ -49,7 +49,9 @@ def add_fields(group: argparse._ArgumentGroup, cls: type, registered: set[str]) 
             group.add_argument(flag, **kwargs)
             registered.add(f.name)
         else:  # listed in this group's help only: argparse parses one flag once
-            group._group_actions.append(argparse.Action([flag], **{"dest": f.name} | kwargs))
+            nargs = 0 if hint is bool else None
+            shown = argparse.Action([flag], f.name, nargs, help=kwargs["help"], metavar=kwargs.get("metavar"))
+            group._group_actions.append(shown)
 
 
 def with_default(f: dataclasses.Field) -> str:
