@@ -105,6 +105,12 @@ def test_models_without_bert_style_sublayers_are_refused():
         AdapterhOptions(bottleneck=0)
 
 
+def test_a_model_without_bert_style_blocks_is_a_user_error():
+    recipe = AdapterpRecipe(TrainConfig(), AdapterpOptions(), total_steps=1)
+    with pytest.raises(UserInputError, match="adapterp: Sequential: no post-LN sublayer output"):
+        recipe.wrap(torch.nn.Sequential(torch.nn.Linear(4, 4)), [], [])
+
+
 def test_target_modules_are_refused_by_methods_that_adapt_no_linear():
     with pytest.raises(UserInputError, match="target_modules does not apply to method 'bitfit'"):
         BitfitRecipe(TrainConfig(target_modules=["query"]), None, total_steps=1)

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserInputError
 from ..tuners.bottleneck import BottleneckAdapter, BottleneckConfig, add_bottlenecks
 from .options import MethodOptions, Override, derive_options
 from .recipe import FrozenBaseRecipe
@@ -41,7 +42,10 @@ class AdapterpRecipe(FrozenBaseRecipe):
         return BottleneckConfig(placement=self.placement, **self.options.config_values())
 
     def trained_parameters(self, model: nn.Module, targets: list[str]) -> list[str]:
-        self.sites = add_bottlenecks(model, self.bottleneck_config())
+        try:
+            self.sites = add_bottlenecks(model, self.bottleneck_config())
+        except ValueError as err:  # a model without BERT-style blocks: a one-line error, not a traceback
+            raise UserInputError(f"{self.name}: {err}") from None
         return [
             f"{module_name}.{name}"
             for module_name, module in model.named_modules()
