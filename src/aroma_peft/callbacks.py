@@ -23,6 +23,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
     def __init__(self, controller_state: dict[str, Any] | None = None) -> None:
         self.controller: Any = None
         self.controller_state = controller_state
+        self.max_steps: int | None = None  # the Trainer's, known at on_train_begin
 
     def make_controller(self, model: Any, optimizer: Any, lr_scheduler: Any) -> Any:
         raise NotImplementedError
@@ -32,6 +33,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
     ):
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DistributedDataParallel
+        self.max_steps = state.max_steps if state.max_steps > 0 else None
         self.controller = self.make_controller(model, kwargs["optimizer"], kwargs.get("lr_scheduler"))
         saved = self.controller_state
         if saved is None and state.global_step > 0:
@@ -64,10 +66,13 @@ class AromaCallback(ControllerCallback):
     """Drives AROMA's controller from the Trainer and stops training once every module has finished.
 
     The re-warmup multiplies the Trainer's own schedule, so set ``warmup_steps`` in ``AromaConfig``
-    (not in ``TrainingArguments``).
+    (not in ``TrainingArguments``). Unless ``AromaConfig.max_steps`` is set, the controller's T is the
+    Trainer's ``state.max_steps`` (optimizer steps, also with gradient accumulation), so every module
+    still growing at the end takes its last outer decision: its live piece is merged or dropped.
     """
 
     def make_controller(self, model: Any, optimizer: Any, lr_scheduler: Any) -> Any:
         from .tuners.aroma.controller import AromaController
 
-        return AromaController(model, optimizer, lr_scheduler)
+        max_steps = model.config.max_steps or self.max_steps  # the config's own T wins
+        return AromaController(model, optimizer, lr_scheduler, max_steps=max_steps)

@@ -96,7 +96,7 @@ class AromaRecipe(Recipe):
         return self.controller.finished
 
     def ranks(self) -> dict[str, int]:
-        return self.model.ranks()
+        return self.controller.ranks()  # pieces kept (the paper's rank), not the live piece
 
     def adapter_parameters(self) -> int:
         return self.controller.trainable_parameters()
