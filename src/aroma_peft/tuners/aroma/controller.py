@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ...optim import current_lrs, remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
+from ..distributed import agree
 from ..model import AdaptedModel
 from . import schedule
 from .config import AromaConfig
@@ -195,13 +195,7 @@ class AromaController:
     @staticmethod
     def _agree(flags: list[bool]) -> list[bool]:
         """Every process adopts rank 0's decisions (they agree anyway when parameters are in sync)."""
-        if not flags or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return flags
-        # nccl broadcasts GPU tensors only, each process from its own device (not "cuda", i.e. GPU 0)
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        tensor = torch.tensor(flags, dtype=torch.uint8, device=device)
-        dist.broadcast(tensor, src=0)
-        return [bool(v) for v in tensor.tolist()]
+        return agree(flags)
 
     # --- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
