@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch import nn
 
 from ..io import AdapterFileError, read_json, read_safetensors, write_json, write_safetensors
 from .config import AdapterConfig, matches
+from .export import portable_base_name
 from .layer import AdapterLayer
 
 CONFIG_NAME = "adapter_config.json"
@@ -140,7 +140,7 @@ class AdaptedModel(nn.Module):
             directory / CONFIG_NAME,
             {
                 "format": FORMAT,
-                "base_model_name_or_path": base_model_name(self.model),
+                "base_model_name_or_path": portable_base_name(self.model),
                 **self.config.to_dict(),
             },
         )
@@ -208,46 +208,18 @@ class AdaptedModel(nn.Module):
             setattr(self.model.get_submodule(parent_name), child, layer.merged_linear())
         return self.model
 
-    def export_lora(self, save_directory: str | os.PathLike) -> None:
-        """Write a standard PEFT LoRA adapter (one rank and alpha per module) that ``peft`` loads as is."""
-        from peft import LoraConfig
+    def export_lora(
+        self, save_directory: str | os.PathLike, base_model_name_or_path: str | None = None
+    ) -> None:
+        """Write a standard PEFT LoRA adapter that ``peft`` (and its Auto classes) load as is.
+
+        ``base_model_name_or_path`` defaults to a portable name for the wrapped model (see
+        :func:`aroma_peft.tuners.export.portable_base_name`).
+        """
+        from .export import export_lora
 
         self.require_adapters("export_lora")
-        tensors: dict[str, torch.Tensor] = {}
-        rank_pattern: dict[str, int] = {}
-        alpha_pattern: dict[str, float] = {}
-        for name, layer in self.adapter_layers().items():
-            a, b, scale = layer.lora_factors()
-            if a.shape[0] == 0:
-                continue  # PEFT rejects r = 0: a module that learned nothing is left out
-            rank_pattern[name] = a.shape[0]
-            alpha_pattern[name] = scale * a.shape[0]  # PEFT's scale is alpha / r
-            tensors[f"base_model.model.{name}.lora_A.weight"] = a
-            tensors[f"base_model.model.{name}.lora_B.weight"] = b
-        for name in self.saved_module_names:
-            for key, value in self.model.get_submodule(name).state_dict().items():
-                tensors[f"base_model.model.{name}.{key}"] = value
-        if not rank_pattern:
-            raise ValueError("export_lora: every module has rank 0, there is no LoRA update to export")
-        default_rank = Counter(rank_pattern.values()).most_common(1)[0][0]
-        names = sorted(rank_pattern)
-        config = LoraConfig(
-            r=default_rank,
-            lora_alpha=alpha_pattern[names[0]] / rank_pattern[names[0]] * default_rank,
-            target_modules=names,
-            rank_pattern={re.escape(n): r for n, r in rank_pattern.items()},
-            alpha_pattern={re.escape(n): a for n, a in alpha_pattern.items()},
-            modules_to_save=self.saved_module_names or None,
-            lora_dropout=self.config.lora_dropout,
-        )
-        config.base_model_name_or_path = base_model_name(self.model)
-        data = config.to_dict()
-        data["target_modules"] = names  # a list, not the set PEFT keeps in memory
-        directory = Path(save_directory)
-        write_safetensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
-        write_json(
-            directory / CONFIG_NAME, {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
-        )
+        export_lora(self, Path(save_directory), base_model_name_or_path)
 
 
 _ADAPTED_CLASSES: dict[type, type[AdaptedModel]] = {}
@@ -367,7 +339,3 @@ def check_module_state(path: Path, name: str, module: nn.Module, state: dict[str
                 f"{path}: module {name!r}: {key}: shape {tuple(value.shape)} does not fit "
                 f"this model's {tuple(expected[key].shape)}"
             )
-
-
-def base_model_name(model: nn.Module) -> str | None:
-    return getattr(getattr(model, "config", None), "_name_or_path", None)
