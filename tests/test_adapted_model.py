@@ -128,6 +128,15 @@ def test_a_bad_file_leaves_the_model_as_it_was(tiny_net, batch, tmp_path) -> Non
     assert all(torch.equal(v, weights_before[k]) for k, v in base.state_dict().items())
 
 
+def test_load_onto_a_merged_model_is_refused(tiny_net, batch, tmp_path) -> None:
+    model, _ = trained(tiny_net, batch)
+    model.save_pretrained(tmp_path)
+    merged = copy.deepcopy(model.merge_and_unload())  # the mark survives copies and pickling
+    with pytest.raises(AdapterFileError, match="module 'up' of this model already holds a merged update"):
+        load(merged, tmp_path)
+    assert type(merged.up) is torch.nn.Linear
+
+
 def test_saving_after_merge_and_unload_is_refused(tiny_net, batch, tmp_path) -> None:
     model, _ = trained(tiny_net, batch)
     model.merge_and_unload()

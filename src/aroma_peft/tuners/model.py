@@ -20,6 +20,7 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT = "aroma-peft"
 SAVED_PREFIX = "modules_to_save."
+MERGED_MARK = "aroma_merged_update"  # set on the Linear layers merge_and_unload returns
 
 
 class AdaptedModel(nn.Module):
@@ -202,10 +203,15 @@ class AdaptedModel(nn.Module):
             raise ValueError(f"{action}: the model holds no adapter layers (merge_and_unload removed them)")
 
     def merge_and_unload(self) -> nn.Module:
-        """The wrapped model with every update merged into its Linear weights and the adapters removed."""
+        """The wrapped model with every update merged into its Linear weights and the adapters removed.
+
+        Each merged Linear is marked, so that ``load`` refuses to put the same adapter on top of it.
+        """
         for name, layer in self.adapter_layers().items():
             parent_name, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), child, layer.merged_linear())
+            linear = layer.merged_linear()
+            setattr(linear, MERGED_MARK, True)
+            setattr(self.model.get_submodule(parent_name), child, linear)
         return self.model
 
     def export_lora(
@@ -271,6 +277,12 @@ def load(base_model: nn.Module, directory: str | os.PathLike) -> AdaptedModel:
         config = AdapterConfig.from_dict(data)
     except (ValueError, TypeError) as err:
         raise AdapterFileError(f"{config_path}: {err}") from None
+    merged = [n for n, m in base_model.named_modules() if getattr(m, MERGED_MARK, False)]
+    if merged:
+        raise AdapterFileError(
+            f"{config_path}: module {merged[0]!r} of this model already holds a merged update "
+            "(merge_and_unload): load onto the original base model, or the update would count twice"
+        )
     trainable = {p: p.requires_grad for p in base_model.parameters()}
     try:
         adapted = AdaptedModel(base_model, config)
