@@ -180,6 +180,14 @@ class AromaController:
                     f"{len(modules)} modules: build the optimizer from model.optimizer_param_groups(lr)"
                 )
             groups.append(modules)
+        trained = {m for modules in groups for m in modules}
+        untrained = [n for n, layer in self.layers.items() if not layer.is_finished and n not in trained]
+        if untrained:
+            # e.g. an optimizer built before adapt(): it updates frozen base weights, never the pieces
+            raise ValueError(
+                f"the optimizer holds no live piece of module {untrained[0]!r} ({len(untrained)} modules in "
+                "all): build it after adapt(), from model.optimizer_param_groups(lr)"
+            )
         return groups
 
     def _apply_lr(self) -> None:
