@@ -27,6 +27,8 @@ class AdaptedModel(nn.Module):
     """A transformers (or any torch) model whose targeted Linear layers carry adapters.
 
     Calls and unknown attributes go to the wrapped model, so it trains and generates like the original.
+    ``AdaptedModel(model, config)`` is an instance of a subclass made per wrapped class (see
+    :func:`adapted_class`) whose ``forward`` shows the wrapped model's signature.
     """
 
     def __init__(self, model: nn.Module, config: AdapterConfig) -> None:
@@ -263,10 +265,11 @@ def adapt(model: nn.Module, config: AdapterConfig) -> AdaptedModel:
 def load(base_model: nn.Module, directory: str | os.PathLike) -> AdaptedModel:
     """Rebuild a model saved by ``AdaptedModel.save_pretrained`` on a fresh copy of its base model.
 
-    The base must be the original model: one returned by ``merge_and_unload`` already holds the update
-    in its weights, and loading the adapter onto it would apply the update twice (a model that still
-    carries adapters is refused). A bad file or a config that does not fit the model raises a one-line
-    ``AdapterFileError`` and leaves ``base_model`` as it was (no adapter injected, nothing frozen).
+    The base must be the original model: one returned by ``merge_and_unload`` already holds an update
+    in its weights (loading the adapter onto it would apply it twice) and one that still carries
+    adapters would stack them, so both are refused. A bad file or a config that does not fit the
+    model raises a one-line ``AdapterFileError`` and leaves ``base_model`` as it was (no adapter
+    injected, nothing frozen).
     """
     config_path = Path(directory) / CONFIG_NAME
     data = read_json(config_path)
