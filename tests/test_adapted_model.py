@@ -61,14 +61,15 @@ def test_export_lora_loads_in_peft_with_identical_outputs(tiny_net, batch, tmp_p
     from peft import PeftModel
 
     base = copy.deepcopy(tiny_net)
-    model, _ = trained(tiny_net, batch, eps_out=eps_out)
+    model, ctl = trained(tiny_net, batch, eps_out=eps_out)
     model.export_lora(tmp_path)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["modules_to_save"] == ["head"]
-    ranks = {n: r for n, r in model.ranks().items()}
+    # model.ranks() is what the export holds: the kept pieces plus the live piece of a module in training
+    exported = {k.replace("\\", ""): v for k, v in cfg["rank_pattern"].items()}
+    assert exported == {n: r for n, r in model.ranks().items() if r > 0}
     live = {n: 0 if layer.is_finished else 1 for n, layer in model.adapter_layers().items()}
-    exported = {n: ranks[n] + live[n] for n in ranks if ranks[n] + live[n] > 0}
-    assert {k.replace("\\", ""): v for k, v in cfg["rank_pattern"].items()} == exported
+    assert model.ranks() == {n: r + live[n] for n, r in ctl.ranks().items()}
     peft_model = PeftModel.from_pretrained(base, tmp_path)
     x, _ = batch
     torch.testing.assert_close(peft_model(x), model(x), rtol=1e-5, atol=1e-5)
@@ -83,6 +84,81 @@ def test_export_leaves_out_rank_zero_modules(tiny_net, batch, tmp_path) -> None:
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["target_modules"] == ["up"]
     assert not any(".down." in k for k in load_file(tmp_path / "adapter_model.safetensors"))
+
+
+def test_load_adapter_into_a_trained_model_replaces_its_pieces(tiny_net, batch, tmp_path) -> None:
+    """A model that merged pieces since the save gets the saved outputs back, not both updates summed."""
+    x, y = batch
+    model, ctl = trained(tiny_net, batch, steps=25)
+    model.save_pretrained(tmp_path)
+    saved = model(x).detach()
+    opt = torch.optim.Adam(model.optimizer_param_groups(2e-2))
+    ctl = AromaController(model, opt)
+    for _ in range(30):  # more pieces merged into the base weights after the save
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        ctl.step()
+        opt.zero_grad()
+    assert sum(ctl.ranks().values()) > 0 and not torch.allclose(model(x), saved)
+    model.load_adapter(tmp_path)
+    torch.testing.assert_close(model(x), saved, rtol=0, atol=1e-6)
+    model.load_adapter(tmp_path)  # loading twice changes nothing
+    torch.testing.assert_close(model(x), saved, rtol=0, atol=1e-6)
+
+
+def test_a_bad_file_leaves_the_model_as_it_was(tiny_net, batch, tmp_path) -> None:
+    base = copy.deepcopy(tiny_net)
+    model, _ = trained(tiny_net, batch)
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    tensors["up.merged_A"] = tensors["up.merged_A"] * 2  # 'down' is checked after 'up' ...
+    tensors["down.merged_B"] = torch.zeros(5, 1)  # ... and does not fit
+    save_file(tensors, weights)
+    x, _ = batch
+    before = model(x).detach()
+    with pytest.raises(AdapterFileError, match=r"module 'down': merged_B: shape \(5, 1\) does not fit"):
+        model.load_adapter(tmp_path)
+    assert torch.equal(model(x), before)  # 'up' was not loaded either
+
+    weights_before = {k: v.clone() for k, v in base.state_dict().items()}
+    with pytest.raises(AdapterFileError, match="module 'down'"):
+        load(base, tmp_path)
+    assert type(base.up) is torch.nn.Linear and all(p.requires_grad for p in base.parameters())
+    assert all(torch.equal(v, weights_before[k]) for k, v in base.state_dict().items())
+
+
+def test_load_onto_a_merged_model_is_refused(tiny_net, batch, tmp_path) -> None:
+    model, _ = trained(tiny_net, batch)
+    model.save_pretrained(tmp_path)
+    merged = copy.deepcopy(model.merge_and_unload())  # the mark survives copies and pickling
+    with pytest.raises(AdapterFileError, match="module 'up' of this model already holds a merged update"):
+        load(merged, tmp_path)
+    assert type(merged.up) is torch.nn.Linear
+
+
+def test_saving_after_merge_and_unload_is_refused(tiny_net, batch, tmp_path) -> None:
+    model, _ = trained(tiny_net, batch)
+    model.merge_and_unload()
+    with pytest.raises(ValueError, match="save_pretrained: the model holds no adapter layers"):
+        model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="export_lora: the model holds no adapter layers"):
+        model.export_lora(tmp_path)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_adapters_load_only_from_safetensors(tiny_net, batch, tmp_path) -> None:
+    base = copy.deepcopy(tiny_net)
+    model, _ = trained(tiny_net, batch)
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    torch.save(load_file(weights), tmp_path / "adapter_model.bin")
+    weights.unlink()
+    with pytest.raises(AdapterFileError, match=r"adapter_model.bin: adapters load only from adapter_model"):
+        load(base, tmp_path)
+    (tmp_path / "adapter_model.bin").rename(weights)  # a pickle under the safetensors name
+    with pytest.raises(AdapterFileError, match="adapter_model.safetensors: damaged safetensors file"):
+        load(base, tmp_path)
 
 
 def test_effective_rank_known_values() -> None:
@@ -183,7 +259,7 @@ def test_damaged_and_mismatched_files_name_file_and_module(tiny_net, batch, tmp_
     tensors = load_file_bytes(good)
     tensors["modules_to_save.head.weight"] = torch.zeros(7, 7)
     save_file(tensors, weights)
-    with pytest.raises(AdapterFileError, match="module 'head': Error"):
+    with pytest.raises(AdapterFileError, match=r"module 'head': weight: shape \(7, 7\) does not fit"):
         load(copy.deepcopy(base), tmp_path)
 
     weights.write_bytes(good)

@@ -301,3 +301,10 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_net, batch, tmp_path) -> No
     assert ctl2.events == full_events
     x, _ = batch
     assert torch.equal(resumed(x), model_full(x))
+
+
+def test_an_optimizer_without_the_pieces_is_refused(tiny_net) -> None:
+    optimizer = torch.optim.AdamW(tiny_net.parameters())  # built before adapt(): base weights only
+    model = adapt(tiny_net, config())
+    with pytest.raises(ValueError, match=r"holds no live piece of module 'up' \(2 modules in all\)"):
+        AromaController(model, optimizer)

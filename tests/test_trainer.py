@@ -12,7 +12,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from aroma_peft import AromaCallback, AromaConfig, adapt
+from aroma_peft import AdaptedModel, AromaCallback, AromaConfig, adapt
 
 TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
@@ -107,38 +107,68 @@ def test_trainer_stops_when_every_module_has_finished(tmp_path) -> None:
     assert model.num_trainable_parameters(include_saved_modules=False) == 0
 
 
-def test_trainer_resume_from_checkpoint_reproduces_ranks(tmp_path) -> None:
-    def run(out, max_steps, resume=None):
-        model = adapt(tiny_bert(), aroma_config(eps_out=0.01, t_in=6, check_interval=3))
-        callback = AromaCallback()
-        a = args(
-            out,
-            max_steps=max_steps,
-            save_strategy="steps",
-            save_steps=10,
-            restore_callback_states_from_checkpoint=True,
-        )
-        trainer = Trainer(model=model, args=a, train_dataset=Pairs(), callbacks=[callback])
-        trainer.train(resume_from_checkpoint=resume)
-        (restored,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, AromaCallback)]
-        return restored.controller, model
+@pytest.mark.parametrize("how", ["pickle", "torch.save", "deepcopy"])
+def test_copies_of_an_adapted_model_train_in_the_trainer(tmp_path, monkeypatch, how) -> None:
+    """Pickled, saved or copied, the model still shows the Trainer BERT's forward signature, so the
+    Trainer keeps ``input_ids`` / ``labels`` and drops the text column the collator could not batch."""
+    import copy
+    import inspect
+    import io
+    import pickle
 
-    full, full_model = run(tmp_path / "full", 24)
-    run(tmp_path / "part", 10)
-    resumed, resumed_model = run(tmp_path / "part", 24, resume=str(tmp_path / "part" / "checkpoint-10"))
-    assert resumed.ranks() == full.ranks() and resumed.events == full.events
+    from datasets import Dataset
+
+    from aroma_peft.tuners import model as model_module
+
+    model = adapt(tiny_bert(), aroma_config())
     x = Pairs()[0]["input_ids"][None]
-    torch.testing.assert_close(resumed_model(input_ids=x).logits, full_model(input_ids=x).logits)
+    expected = model(input_ids=x).logits
+    monkeypatch.setattr(model_module, "_ADAPTED_CLASSES", {})  # as in a fresh process
+    if how == "pickle":
+        clone = pickle.loads(pickle.dumps(model))
+    elif how == "torch.save":
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        clone = torch.load(buffer, weights_only=False)
+    else:
+        clone = copy.deepcopy(model)
+    assert isinstance(clone, AdaptedModel) and clone is not model
+    assert torch.equal(clone(input_ids=x).logits, expected)
+    assert list(inspect.signature(clone.forward).parameters)[:2] == ["input_ids", "attention_mask"]
+    pairs = Pairs()
+    data = Dataset.from_dict(
+        {
+            "input_ids": pairs.ids.tolist(),
+            "labels": pairs.labels.tolist(),
+            "sentence": ["a text"] * len(pairs),
+        }
+    )
+    callback = AromaCallback()
+    Trainer(model=clone, args=args(tmp_path, max_steps=3), train_dataset=data, callbacks=[callback]).train()
+    assert callback.controller.global_step == 3
+
+
+class StopAt(TrainerCallback):
+    """Ends a run after step ``step`` as a kill would (the run itself is planned longer)."""
+
+    def __init__(self, step: int | None) -> None:
+        self.step = step
+
+    def on_step_end(self, a, state, control, **kw):
+        control.should_training_stop = state.global_step == self.step
 
 
 def test_resume_restores_controller_without_the_trainer_option(tmp_path) -> None:
-    def trainer(max_steps):
+    def trainer(stop_at):
         model = adapt(tiny_bert(), aroma_config())
-        a = args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=4)
-        return Trainer(model=model, args=a, train_dataset=Pairs(), callbacks=[AromaCallback()])
+        a = args(tmp_path, max_steps=8, save_strategy="steps", save_steps=4)
+        return Trainer(
+            model=model, args=a, train_dataset=Pairs(), callbacks=[AromaCallback(), StopAt(stop_at)]
+        )
 
     trainer(4).train()
-    resumed = trainer(8)
+    resumed = trainer(None)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
     (callback,) = [c for c in resumed.callback_handler.callbacks if isinstance(c, AromaCallback)]
     assert callback.controller.global_step == 8
@@ -180,3 +210,91 @@ def test_a_few_steps_on_pretrained_minilm(tmp_path) -> None:
     result = trainer.train()
     assert callback.controller.global_step == 6 and sum(callback.controller.ranks().values()) >= 36
     assert torch.isfinite(torch.tensor(result.training_loss))
+
+
+def adapter_weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.adapter_state_dict().items()}
+
+
+def assert_same_weights(first, second, atol: float = 1e-6) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=atol, msg=key)
+
+
+def test_the_trainers_max_steps_ends_every_module(tmp_path) -> None:
+    """Without AromaConfig.max_steps the Trainer's T is used: the last step takes the final decision."""
+    model = adapt(tiny_bert(), aroma_config(t_in=100))  # no piece ends on its own within 10 steps
+    callback = AromaCallback()
+    Trainer(
+        model=model, args=args(tmp_path, max_steps=10), train_dataset=Pairs(), callbacks=[callback]
+    ).train()
+    ctl = callback.controller
+    assert ctl.max_steps == 10 and ctl.finished  # eps_out=0: every live piece is kept, then finished
+    assert set(ctl.ranks().values()) == {1} and model.ranks() == ctl.ranks()
+    assert model.num_trainable_parameters(include_saved_modules=False) == 0
+    assert {e["step"] for e in ctl.events} == {10}
+
+
+def test_the_configs_max_steps_wins_over_the_trainers(tmp_path) -> None:
+    model = adapt(tiny_bert(), aroma_config(t_in=100, max_steps=6))
+    callback = AromaCallback()
+    trainer = Trainer(
+        model=model, args=args(tmp_path, max_steps=10), train_dataset=Pairs(), callbacks=[callback]
+    )
+    trainer.train()
+    assert callback.controller.max_steps == 6 and callback.controller.finished
+    assert trainer.state.global_step == 6
+
+
+def test_resume_from_checkpoint_equals_the_uninterrupted_run(tmp_path) -> None:
+    """Interrupted at step 10 (after merges, before the finishes) and resumed: same decisions, same
+    steps, same weights within 1e-6 as one uninterrupted run."""
+
+    def run(out, resume=None, stop_at=None):
+        model = adapt(tiny_bert(), aroma_config(eps_out=0.03, t_in=6, check_interval=3))
+        callback = AromaCallback()
+        a = args(out, max_steps=30, save_strategy="steps", save_steps=10, lr_scheduler_type="linear")
+        trainer = Trainer(model=model, args=a, train_dataset=Pairs(), callbacks=[callback, StopAt(stop_at)])
+        trainer.train(resume_from_checkpoint=resume)
+        (restored,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, AromaCallback)]
+        return restored.controller, model
+
+    full, full_model = run(tmp_path / "full")
+    assert any(e["event"] == "merge" for e in full.events)
+    assert any(e["event"] == "finish" and e["step"] > 10 for e in full.events)
+    run(tmp_path / "part", stop_at=10)
+    resumed, resumed_model = run(tmp_path / "part", resume=str(tmp_path / "part" / "checkpoint-10"))
+    assert resumed.events == full.events and resumed.ranks() == full.ranks()
+    assert resumed.global_step == full.global_step
+    assert_same_weights(adapter_weights(resumed_model), adapter_weights(full_model))
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path) -> None:
+    """GA=2 with half the batch is the same run as GA=1: the controller sees optimizer steps only."""
+
+    def run(out, batch_size, accumulation):
+        base = tiny_bert()
+        # BERT's classification loss is a batch mean that ignores num_items_in_batch, but its forward
+        # takes **kwargs, so the Trainer would not divide it by the accumulation steps: say so.
+        base.accepts_loss_kwargs = False
+        model = adapt(base, aroma_config(eps_out=0.03, t_in=6, check_interval=3))
+        callback = AromaCallback()
+        a = args(
+            out,
+            max_steps=16,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+        )
+        Trainer(model=model, args=a, train_dataset=Pairs(), callbacks=[callback]).train()
+        return callback.controller, model
+
+    one, one_model = run(tmp_path / "ga1", 16, 1)
+    two, two_model = run(tmp_path / "ga2", 8, 2)
+    assert two.global_step == one.global_step == 16 and two.max_steps == 16
+    assert [(e["step"], e["module"], e["event"]) for e in two.events] == [
+        (e["step"], e["module"], e["event"]) for e in one.events
+    ]
+    assert any(e["event"] == "merge" for e in one.events) and two.ranks() == one.ranks()
+    # the same sums in another order: float32 rounding only
+    assert_same_weights(adapter_weights(two_model), adapter_weights(one_model), atol=1e-6)

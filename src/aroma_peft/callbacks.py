@@ -16,10 +16,13 @@ class AromaCallback(ControllerCallback):
     """Drives AROMA's controller from the Trainer and stops training once every module has finished.
 
     The re-warmup multiplies the Trainer's own schedule, so set ``warmup_steps`` in ``AromaConfig``
-    (not in ``TrainingArguments``).
+    (not in ``TrainingArguments``). Unless ``AromaConfig.max_steps`` is set, the controller's T is the
+    Trainer's ``state.max_steps`` (optimizer steps, also with gradient accumulation), so every module
+    still growing at the end takes its last outer decision: its live piece is merged or dropped.
     """
 
     def make_controller(self, model: Any, optimizer: Any, lr_scheduler: Any) -> Any:
         from .tuners.aroma.controller import AromaController
 
-        return AromaController(model, optimizer, lr_scheduler)
+        max_steps = model.config.max_steps or self.max_steps  # the config's own T wins
+        return AromaController(model, optimizer, lr_scheduler, max_steps=max_steps)

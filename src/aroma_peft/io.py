@@ -60,7 +60,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AdapterFileError(f"{path}: not valid JSON ({err})") from None
+        raise AdapterFileError(f"{path}: not valid JSON ({' '.join(str(err).split())})") from None
 
 
 def write_safetensors(
@@ -82,4 +82,5 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             metadata = f.metadata() or {}
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as err:
-        raise AdapterFileError(f"{path}: damaged safetensors file ({err})") from None
+        reason = " ".join(str(err).split())  # one line, whatever the library's message
+        raise AdapterFileError(f"{path}: damaged safetensors file ({reason})") from None

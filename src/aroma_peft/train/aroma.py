@@ -75,6 +75,9 @@ class AromaRecipe(AdapterRecipe):
     def finished(self) -> bool:
         return self.controller.finished
 
+    def ranks(self) -> dict[str, int]:
+        return self.controller.ranks()  # pieces kept (the paper's rank), not the live piece
+
     def adapter_parameters(self) -> int:
         return self.controller.trainable_parameters()
 

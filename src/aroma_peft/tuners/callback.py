@@ -21,6 +21,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
     def __init__(self, controller_state: dict[str, Any] | None = None) -> None:
         self.controller: Any = None
         self.controller_state = controller_state
+        self.max_steps: int | None = None  # the Trainer's, known at on_train_begin
 
     def make_controller(self, model: Any, optimizer: Any, lr_scheduler: Any) -> Any:
         raise NotImplementedError
@@ -30,6 +31,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
     ):
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DistributedDataParallel
+        self.max_steps = state.max_steps if state.max_steps > 0 else None
         self.controller = self.make_controller(model, kwargs["optimizer"], kwargs.get("lr_scheduler"))
         saved = self.controller_state
         if saved is None and state.global_step > 0:

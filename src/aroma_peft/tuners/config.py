@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,6 +17,37 @@ def check(ok: bool, name: str, value: Any, fix: str) -> None:
     """Raise a ValueError naming the field, the value and how to fix it."""
     if not ok:
         raise ValueError(f"{name}={value!r} is invalid: {fix}")
+
+
+def type_fits(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` is of the field type ``annotation`` (int, float, str, None, list[...] and
+    unions of them). A bool is no number (``r=True`` is a typo, not rank 1); an int is a float; a
+    float must be finite (an infinite alpha or threshold only turns the run into NaNs later)."""
+    if annotation is Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_fits(value, arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and all(type_fits(v, item) for v in value)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, annotation)
+
+
+def type_name(annotation: Any) -> str:
+    names = {int: "an integer", float: "a finite number", str: "a string", type(None): "None"}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        item = type_name(typing.get_args(annotation)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 @dataclass
@@ -48,6 +82,12 @@ class AdapterConfig:
             CONFIG_REGISTRY[cls.method] = cls
 
     def __post_init__(self) -> None:
+        # Types first, so the range checks below (and a subclass's) never meet a string or a bool:
+        # a config read from YAML or JSON gets "r='8' is invalid", not a TypeError from '>='.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            check(type_fits(value, hints[f.name]), f.name, value, f"expected {type_name(hints[f.name])}")
         check(
             self.target_modules is not None and len(self.target_modules) > 0,
             "target_modules",

@@ -50,6 +50,12 @@ class AdapterLayer(nn.Module):
 
     @property
     def rank(self) -> int:
+        """The method's own rank (AROMA: pieces kept; SoRA: non-zero gates)."""
+        return self.update_rank
+
+    @property
+    def update_rank(self) -> int:
+        """Rank of the update the layer applies, merges and exports (``lora_factors``)."""
         return self.lora_factors()[0].shape[0]
 
     def delta_weight(self) -> torch.Tensor:
@@ -77,28 +83,49 @@ class AdapterLayer(nn.Module):
         """Put a saved ``adapter_state`` back onto a fresh (unmodified) base layer."""
         self.copy_resized(state)
 
-    def copy_resized(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy tensors in, resizing the ones whose rank differs (ranks change during training)."""
+    def check_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Raise a ValueError if ``state`` cannot be loaded, before anything changes (so a bad file
+        never leaves a model half-loaded): missing or unexpected tensors, shapes that differ outside
+        the rank dimension, A / B factors of different ranks, non-finite values."""
         expected = self.adapter_state()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"missing {missing}, unexpected {unexpected}")
         for key, value in state.items():
+            self.check_shape(key, value.shape)
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{key}: non-finite values")
+        for key in state:
+            partner = key[:-1] + "B"
+            if key.endswith("A") and partner in state and state[key].shape[0] != state[partner].shape[1]:
+                raise ValueError(
+                    f"{key} has rank {state[key].shape[0]} but {partner} has rank {state[partner].shape[1]}"
+                )
+
+    def copy_resized(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy tensors in, resizing the ones whose rank differs (ranks change during training)."""
+        self.check_state(state)
+        for key, value in state.items():
             self.resize(key, value.shape)
             with torch.no_grad():
                 getattr(self, key).copy_(value.to(getattr(self, key).dtype))
 
-    def resize(self, key: str, shape: torch.Size) -> None:
-        """Give adapter tensor ``key`` a new shape; only its rank dimension may change."""
+    def check_shape(self, key: str, shape: torch.Size) -> None:
+        """Only the rank dimension of an adapter tensor may differ from this layer's."""
         current = getattr(self, key)
-        if current.shape == shape:
-            return
         rank_dims = {"A": [True, False], "B": [False, True]}.get(key[-1], [True] * current.dim())
         fits = current.dim() == len(shape) and all(
             o == n or is_rank for o, n, is_rank in zip(current.shape, shape, rank_dims)
         )
         if not fits:
             raise ValueError(f"{key}: shape {tuple(shape)} does not fit this layer's {tuple(current.shape)}")
+
+    def resize(self, key: str, shape: torch.Size) -> None:
+        """Give adapter tensor ``key`` a new shape; only its rank dimension may change."""
+        current = getattr(self, key)
+        if current.shape == shape:
+            return
+        self.check_shape(key, shape)
         new = torch.zeros(shape, dtype=current.dtype, device=current.device)
         if isinstance(current, nn.Parameter):
             new = nn.Parameter(new, requires_grad=current.requires_grad)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import types
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +13,22 @@ from torch import nn
 
 from ..io import AdapterFileError, read_json, read_safetensors, write_json, write_safetensors
 from .config import AdapterConfig, matches
+from .export import portable_base_name
 from .layer import AdapterLayer
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT = "aroma-peft"
 SAVED_PREFIX = "modules_to_save."
+MERGED_MARK = "aroma_merged_update"  # set on the Linear layers merge_and_unload returns
 
 
 class AdaptedModel(nn.Module):
     """A transformers (or any torch) model whose targeted Linear layers carry adapters.
 
     Calls and unknown attributes go to the wrapped model, so it trains and generates like the original.
+    ``AdaptedModel(model, config)`` is an instance of a subclass made per wrapped class (see
+    :func:`adapted_class`) whose ``forward`` shows the wrapped model's signature.
     """
 
     def __init__(self, model: nn.Module, config: AdapterConfig) -> None:
@@ -44,9 +46,17 @@ class AdaptedModel(nn.Module):
             setattr(parent, child, layer_cls(getattr(parent, child), config, generator))
         for name in self.saved_module_names:
             model.get_submodule(name).requires_grad_(True)
-        # The Trainer drops dataset columns that `forward` does not name: show it the wrapped signature.
-        forward = functools.wraps(type(model).forward)(lambda self, *a, **kw: self.model(*a, **kw))
-        self.forward = types.MethodType(forward, self)
+
+    def __new__(cls, model: nn.Module | None = None, config: AdapterConfig | None = None) -> AdaptedModel:
+        # AdaptedModel(model, config) builds the subclass whose forward has model's signature.
+        if cls is AdaptedModel and model is not None:
+            cls = adapted_class(type(model))
+        return super().__new__(cls)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # The per-wrapped-class subclass is made at run time, so pickle cannot find it by name:
+        # rebuild it from the wrapped class instead (pickle, torch.save and deepcopy all come here).
+        return (_new_adapted, (type(self.model),), self.__getstate__())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -63,7 +73,11 @@ class AdaptedModel(nn.Module):
         return {n: m for n, m in self.model.named_modules() if isinstance(m, AdapterLayer)}
 
     def ranks(self) -> dict[str, int]:
-        return {name: layer.rank for name, layer in self.adapter_layers().items()}
+        """Rank of the update each module applies now: what ``merge_and_unload`` merges and
+        ``export_lora`` writes (so their totals agree). For AROMA this counts the live piece of a module
+        still training; ``AromaController.ranks()`` counts only the pieces kept so far (the paper's rank).
+        """
+        return {name: layer.update_rank for name, layer in self.adapter_layers().items()}
 
     def num_trainable_parameters(self, include_saved_modules: bool = True) -> int:
         """Trainable parameters; without the saved modules (head) this is the adapter alone."""
@@ -122,22 +136,50 @@ class AdaptedModel(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (each atomically)."""
+        self.require_adapters("save_pretrained")
         directory = Path(save_directory)
         write_safetensors(directory / WEIGHTS_NAME, self.adapter_state_dict(), metadata={"format": FORMAT})
-        base_name = getattr(getattr(self.model, "config", None), "_name_or_path", None)
         write_json(
             directory / CONFIG_NAME,
-            {"format": FORMAT, "base_model_name_or_path": base_name, **self.config.to_dict()},
+            {
+                "format": FORMAT,
+                "base_model_name_or_path": portable_base_name(self.model),
+                **self.config.to_dict(),
+            },
         )
 
     def load_adapter(self, directory: str | os.PathLike) -> None:
-        """Load tensors saved by ``save_pretrained`` into this (freshly adapted) model."""
+        """Load tensors saved by ``save_pretrained`` into this model, replacing its current adapter.
+
+        Pieces this model merged before are taken out of the base weights first, so loading into a
+        trained model gives the saved model's outputs (up to rounding), not the sum of both. Every
+        tensor is checked before anything changes: a bad file raises ``AdapterFileError`` (one line,
+        naming the file and module) and leaves the model as it was. Only safetensors files are read:
+        a pickled ``.bin`` can run code when loaded.
+        """
+        self.require_adapters("load_adapter")
         path = Path(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            pickled = [
+                n for n in ("adapter_model.bin", "adapter_model.pt") if (Path(directory) / n).is_file()
+            ]
+            if pickled:
+                raise AdapterFileError(
+                    f"{Path(directory) / pickled[0]}: adapters load only from {WEIGHTS_NAME} (a pickled "
+                    "file can run code when loaded); convert it with safetensors.torch.save_file"
+                )
         tensors, _ = read_safetensors(path)
         layers = self.adapter_layers()
         by_module: dict[str, dict[str, torch.Tensor]] = {}
+        saved: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.saved_module_names}
         for key, value in tensors.items():
             if key.startswith(SAVED_PREFIX):
+                owner = next((n for n in saved if key.startswith(f"{SAVED_PREFIX}{n}.")), None)
+                if owner is None:
+                    raise AdapterFileError(
+                        f"{path}: {key!r} belongs to no module of modules_to_save {self.saved_module_names}"
+                    )
+                saved[owner][key[len(SAVED_PREFIX) + len(owner) + 1 :]] = value
                 continue
             module, _, tensor_name = key.rpartition(".")
             if module not in layers:
@@ -147,64 +189,72 @@ class AdaptedModel(nn.Module):
             if name not in by_module:
                 raise AdapterFileError(f"{path}: module {name!r} has no tensors in the file")
             try:
-                layer.load_adapter_state(by_module[name])
-            except (KeyError, ValueError, RuntimeError) as err:
+                layer.check_state(by_module[name])
+            except ValueError as err:
                 raise AdapterFileError(f"{path}: module {name!r}: {err}") from None
-        for name in self.saved_module_names:
-            prefix = f"{SAVED_PREFIX}{name}."
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                self.model.get_submodule(name).load_state_dict(state)
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()
-                raise AdapterFileError(f"{path}: module {name!r}: {' '.join(first[:3])}") from None
+        for name, state in saved.items():
+            check_module_state(path, name, self.model.get_submodule(name), state)
+        for name, layer in layers.items():
+            layer.load_adapter_state(by_module[name])
+        for name, state in saved.items():
+            self.model.get_submodule(name).load_state_dict(state)
+
+    def require_adapters(self, action: str) -> None:
+        # After merge_and_unload the wrapped model holds plain Linear layers: a save would be empty.
+        if not self.adapter_layers():
+            raise ValueError(f"{action}: the model holds no adapter layers (merge_and_unload removed them)")
 
     def merge_and_unload(self) -> nn.Module:
-        """The wrapped model with every update merged into its Linear weights and the adapters removed."""
+        """The wrapped model with every update merged into its Linear weights and the adapters removed.
+
+        Each merged Linear is marked, so that ``load`` refuses to put the same adapter on top of it.
+        """
         for name, layer in self.adapter_layers().items():
             parent_name, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), child, layer.merged_linear())
+            linear = layer.merged_linear()
+            setattr(linear, MERGED_MARK, True)
+            setattr(self.model.get_submodule(parent_name), child, linear)
         return self.model
 
-    def export_lora(self, save_directory: str | os.PathLike) -> None:
-        """Write a standard PEFT LoRA adapter (one rank and alpha per module) that ``peft`` loads as is."""
-        from peft import LoraConfig
+    def export_lora(
+        self, save_directory: str | os.PathLike, base_model_name_or_path: str | None = None
+    ) -> None:
+        """Write a standard PEFT LoRA adapter that ``peft`` (and its Auto classes) load as is.
 
-        tensors: dict[str, torch.Tensor] = {}
-        rank_pattern: dict[str, int] = {}
-        alpha_pattern: dict[str, float] = {}
-        for name, layer in self.adapter_layers().items():
-            a, b, scale = layer.lora_factors()
-            if a.shape[0] == 0:
-                continue  # PEFT rejects r = 0: a module that learned nothing is left out
-            rank_pattern[name] = a.shape[0]
-            alpha_pattern[name] = scale * a.shape[0]  # PEFT's scale is alpha / r
-            tensors[f"base_model.model.{name}.lora_A.weight"] = a
-            tensors[f"base_model.model.{name}.lora_B.weight"] = b
-        for name in self.saved_module_names:
-            for key, value in self.model.get_submodule(name).state_dict().items():
-                tensors[f"base_model.model.{name}.{key}"] = value
-        if not rank_pattern:
-            raise ValueError("export_lora: every module has rank 0, there is no LoRA update to export")
-        default_rank = Counter(rank_pattern.values()).most_common(1)[0][0]
-        names = sorted(rank_pattern)
-        config = LoraConfig(
-            r=default_rank,
-            lora_alpha=alpha_pattern[names[0]] / rank_pattern[names[0]] * default_rank,
-            target_modules=names,
-            rank_pattern={re.escape(n): r for n, r in rank_pattern.items()},
-            alpha_pattern={re.escape(n): a for n, a in alpha_pattern.items()},
-            modules_to_save=self.saved_module_names or None,
-            lora_dropout=self.config.lora_dropout,
-        )
-        config.base_model_name_or_path = getattr(getattr(self.model, "config", None), "_name_or_path", None)
-        data = config.to_dict()
-        data["target_modules"] = names  # a list, not the set PEFT keeps in memory
-        directory = Path(save_directory)
-        write_safetensors(directory / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
-        write_json(
-            directory / CONFIG_NAME, {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
-        )
+        ``base_model_name_or_path`` defaults to a portable name for the wrapped model (see
+        :func:`aroma_peft.tuners.export.portable_base_name`).
+        """
+        from .export import export_lora
+
+        self.require_adapters("export_lora")
+        export_lora(self, Path(save_directory), base_model_name_or_path)
+
+
+_ADAPTED_CLASSES: dict[type, type[AdaptedModel]] = {}
+
+
+def adapted_class(wrapped: type) -> type[AdaptedModel]:
+    """The AdaptedModel subclass for ``wrapped`` models, made once per class.
+
+    Its ``forward`` carries ``wrapped.forward``'s signature (through ``__wrapped__``): the Trainer
+    drops every dataset column that ``inspect.signature(model.forward)`` does not name and finds the
+    label names from the class's ``forward``, so ``forward(*args, **kwargs)`` would lose ``input_ids``
+    and ``labels``. A class attribute, unlike a per-instance one, survives pickling and ``deepcopy``.
+    """
+    if wrapped not in _ADAPTED_CLASSES:
+
+        def forward(self: AdaptedModel, *args: Any, **kwargs: Any) -> Any:
+            return self.model(*args, **kwargs)  # through __call__: the wrapped model's hooks run
+
+        functools.update_wrapper(forward, wrapped.forward)
+        namespace = {"forward": forward, "__module__": __name__, "__qualname__": AdaptedModel.__qualname__}
+        _ADAPTED_CLASSES[wrapped] = type(AdaptedModel.__name__, (AdaptedModel,), namespace)
+    return _ADAPTED_CLASSES[wrapped]
+
+
+def _new_adapted(wrapped: type) -> AdaptedModel:
+    """Unpickling: an empty instance of ``wrapped``'s AdaptedModel subclass (its state comes next)."""
+    return nn.Module.__new__(adapted_class(wrapped))
 
 
 def adapt(model: nn.Module, config: AdapterConfig) -> AdaptedModel:
@@ -213,7 +263,14 @@ def adapt(model: nn.Module, config: AdapterConfig) -> AdaptedModel:
 
 
 def load(base_model: nn.Module, directory: str | os.PathLike) -> AdaptedModel:
-    """Rebuild a model saved by ``AdaptedModel.save_pretrained`` on a fresh copy of its base model."""
+    """Rebuild a model saved by ``AdaptedModel.save_pretrained`` on a fresh copy of its base model.
+
+    The base must be the original model: one returned by ``merge_and_unload`` already holds an update
+    in its weights (loading the adapter onto it would apply it twice) and one that still carries
+    adapters would stack them, so both are refused. A bad file or a config that does not fit the
+    model raises a one-line ``AdapterFileError`` and leaves ``base_model`` as it was (no adapter
+    injected, nothing frozen).
+    """
     config_path = Path(directory) / CONFIG_NAME
     data = read_json(config_path)
     if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
@@ -223,8 +280,26 @@ def load(base_model: nn.Module, directory: str | os.PathLike) -> AdaptedModel:
         config = AdapterConfig.from_dict(data)
     except (ValueError, TypeError) as err:
         raise AdapterFileError(f"{config_path}: {err}") from None
-    adapted = AdaptedModel(base_model, config)
-    adapted.load_adapter(directory)
+    merged = [n for n, m in base_model.named_modules() if getattr(m, MERGED_MARK, False)]
+    if merged:
+        raise AdapterFileError(
+            f"{config_path}: module {merged[0]!r} of this model already holds a merged update "
+            "(merge_and_unload): load onto the original base model, or the update would count twice"
+        )
+    trainable = {p: p.requires_grad for p in base_model.parameters()}
+    try:
+        adapted = AdaptedModel(base_model, config)
+    except ValueError as err:
+        raise AdapterFileError(f"{config_path}: does not fit this model: {err}") from None
+    try:
+        adapted.load_adapter(directory)
+    except BaseException:
+        for name, layer in adapted.adapter_layers().items():  # still fresh: nothing was folded in
+            parent_name, _, child = name.rpartition(".")
+            setattr(base_model.get_submodule(parent_name), child, layer.base_layer)
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
+        raise
     return adapted
 
 
@@ -265,3 +340,17 @@ def find_saved_modules(model: nn.Module, patterns: list[str] | None) -> list[str
     if not found:
         raise ValueError(f"modules_to_save={patterns!r} matched no module of {type(model).__name__}")
     return found
+
+
+def check_module_state(path: Path, name: str, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise ``AdapterFileError`` unless ``state`` loads into ``module`` (same keys, same shapes)."""
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise AdapterFileError(f"{path}: module {name!r}: missing {missing}, unexpected {unexpected}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise AdapterFileError(
+                f"{path}: module {name!r}: {key}: shape {tuple(value.shape)} does not fit "
+                f"this model's {tuple(expected[key].shape)}"
+            )

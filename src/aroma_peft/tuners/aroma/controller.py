@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ...optim import current_lrs, remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
+from ..distributed import agree
 from ..model import AdaptedModel
 from . import schedule
 from .config import AromaConfig
@@ -38,13 +38,24 @@ class PieceState:
 class AromaController:
     """Drives every AromaLinear of an AdaptedModel; the same code serves plain loops and the Trainer."""
 
-    def __init__(self, model: AdaptedModel, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
+    def __init__(
+        self,
+        model: AdaptedModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        max_steps: int | None = None,
+    ) -> None:
+        """``max_steps`` (T, at which every module takes its last decision) defaults to the config's;
+        the Trainer callback passes the Trainer's own when the config leaves it unset."""
         if not isinstance(model.config, AromaConfig):
             raise ValueError(
                 f"AromaController needs a model adapted with AromaConfig, got {model.config.method}"
             )
         self.model = model
         self.config: AromaConfig = model.config
+        self.max_steps = max_steps if max_steps is not None else self.config.max_steps
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps={self.max_steps!r} is invalid: use None or >= 1")
         self.optimizer = optimizer
         self.layers: dict[str, AromaLinear] = model.adapter_layers()  # type: ignore[assignment]
         self.pieces = {name: PieceState() for name in self.layers}
@@ -88,7 +99,7 @@ class AromaController:
             elif piece.steps % self.config.check_interval == 0 and not piece.ready:
                 piece.ready = self._inner_check(name)
         ready = self._agree([self.pieces[n].ready for n in active])
-        if self.config.max_steps is not None and self.global_step >= self.config.max_steps:
+        if self.max_steps is not None and self.global_step >= self.max_steps:
             ending, final = active, True
         elif self.config.sync == "global":
             ending, final = (active if all(ready) else []), False
@@ -169,6 +180,14 @@ class AromaController:
                     f"{len(modules)} modules: build the optimizer from model.optimizer_param_groups(lr)"
                 )
             groups.append(modules)
+        trained = {m for modules in groups for m in modules}
+        untrained = [n for n, layer in self.layers.items() if not layer.is_finished and n not in trained]
+        if untrained:
+            # e.g. an optimizer built before adapt(): it updates frozen base weights, never the pieces
+            raise ValueError(
+                f"the optimizer holds no live piece of module {untrained[0]!r} ({len(untrained)} modules in "
+                "all): build it after adapt(), from model.optimizer_param_groups(lr)"
+            )
         return groups
 
     def _apply_lr(self) -> None:
@@ -184,12 +203,7 @@ class AromaController:
     @staticmethod
     def _agree(flags: list[bool]) -> list[bool]:
         """Every process adopts rank 0's decisions (they agree anyway when parameters are in sync)."""
-        if not flags or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return flags
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        tensor = torch.tensor(flags, dtype=torch.uint8, device=device)
-        dist.broadcast(tensor, src=0)
-        return [bool(v) for v in tensor.tolist()]
+        return agree(flags)
 
     # --- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -144,6 +144,7 @@ class AromaLinear(AdapterLayer):
 
     @torch.no_grad()
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.unfold_all()  # pieces merged before (a trained model) would otherwise count twice
         self.copy_resized(state)
         self.lora_A.requires_grad_(not self.is_finished)
         self.lora_B.requires_grad_(not self.is_finished)

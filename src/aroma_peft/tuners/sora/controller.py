@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...optim import unwrap_optimizer
+from ..distributed import broadcast_from_rank0, is_distributed
 from ..model import AdaptedModel
 from . import schedule
 from .config import SoraConfig
@@ -100,6 +101,7 @@ class SoraController:
         for index, gates in self._gate_groups:
             for gate in gates:
                 apply_prox(self.config.prox, gate.data, self.xi, groups[index]["lr"])
+        self._agree_gates()
         self.global_step += 1
         steps = self.config.stage_steps
         if (
@@ -139,6 +141,16 @@ class SoraController:
         return next(iter(self.layers.values())).lora_A.device
 
     # --- plumbing -------------------------------------------------------------------------------------
+    def _agree_gates(self) -> None:
+        """Every process takes rank 0's gates after the proximal step, so the ranks switched off (and
+        pruned later) are the same everywhere, even if the processes' gates drifted apart by rounding."""
+        gates = [gate for _, group in self._gate_groups for gate in group]
+        if not gates or not is_distributed():
+            return
+        flat = broadcast_from_rank0(torch.cat([g.detach().reshape(-1) for g in gates]))
+        for gate, value in zip(gates, flat.split([g.numel() for g in gates])):
+            gate.data.copy_(value.view_as(gate))
+
     def _find_gate_groups(self) -> list[tuple[int, list[nn.Parameter]]]:
         groups = unwrap_optimizer(self.optimizer).param_groups
         where = {id(p): i for i, group in enumerate(groups) for p in group["params"]}

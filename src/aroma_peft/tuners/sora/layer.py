@@ -67,6 +67,12 @@ class SoraLinear(AdapterLayer):
         # Gates are sparsified by the L1 penalty and the proximal step only: no weight decay.
         return {"kind": kind, "weight_decay": 0.0} if kind == "gate" else {"kind": kind}
 
+    def check_state(self, state: dict[str, torch.Tensor]) -> None:
+        super().check_state(state)
+        gate, rank = tuple(state["gate"].shape), state["lora_A"].shape[0]
+        if gate != (rank,):
+            raise ValueError(f"gate: shape {gate} does not fit lora_A's rank {rank}")
+
     @torch.no_grad()
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         self.copy_resized(state)
