@@ -104,6 +104,12 @@ class AromaRecipe(Recipe):
     def events(self) -> list[dict[str, Any]]:
         return self.controller.events
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+
     def delta_weights(self) -> dict[str, torch.Tensor]:
         return {name: layer.delta_weight() for name, layer in self.model.adapter_layers().items()}
 

@@ -6,6 +6,8 @@ dataclass (its hyperparameters, which become ``aroma train`` flags). The trainin
     wrap(model) -> param_groups() -> start(optimizer, scheduler)
     per step: loss.backward(); optimizer.step(); after_optimizer_step(step); scheduler.step(); zero_grad()
     delta_weights(); save(directory)
+
+and, to checkpoint and resume, ``state_dict()`` / ``load_state_dict()`` (after ``start``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ class Recipe:
     def summary(self) -> dict[str, Any]:
         """Method-specific figures for ``metrics.json`` (e.g. SoRA's parameters after pruning)."""
         return {}
+
+    # --- checkpointing (with the model's tensors, optimizer and schedule: an exact resume) ---------------
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state beyond the model, optimizer and schedule (controllers, statistics)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; called after :meth:`start` on a model holding the checkpoint."""
 
     # --- results -----------------------------------------------------------------------------------
     def delta_weights(self) -> dict[str, torch.Tensor]:

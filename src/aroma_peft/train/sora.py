@@ -132,6 +132,12 @@ class SoraRecipe(Recipe):
         """Active rank (non-zero gates) per module."""
         return self.model.ranks()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+
     def adapter_parameters(self) -> int:
         """What the optimizer updates: every rank up to r_max and the gates (pruning comes after)."""
         return sum(p.numel() for p in self.model.adapter_trainable_parameters())

@@ -1,0 +1,193 @@
+"""Checkpoint and exact resume of `aroma train`: a run SIGKILLed at any point (a training step, an
+evaluation, the middle of a checkpoint write) and resumed ends identical to the uninterrupted run.
+
+The killed run is the CLI in a forked child process that SIGKILLs itself at the chosen point
+(``AROMA_TEST_KILL_AT``, the one test hook in checkpoint.py): nothing is cleaned up, as after a real
+kill. Tiny BERT, tiny SST-2 folder, one thread: a few seconds per case.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from aroma_peft.cli import main
+from aroma_peft.train import checkpoint
+
+WORDS = ["good", "bad", "movie", "great", "awful", "fun", "dull", "plot"]
+TIMING = {"eval_time_s", "wall_time_s", "train_time_s", "time_per_step_s"}
+# 48 examples in batches of 8: 6 steps per epoch, 3 epochs; checkpoints every 4 steps.
+COMMON = ["--task", "sst2", "--batch-size", "8", "--epochs", "3", "--eval-every", "5", "--save-every", "4"]
+COMMON += ["--quiet", "--threads", "1"]
+METHODS = {
+    "aroma": ["--method", "aroma", "--lr", "1e-2", "--t-in", "6", "--check-interval", "2"]
+    + ["--rewarmup-steps", "2", "--eps-out", "2e-3"],
+    "sora": ["--method", "sora", "--lr", "1e-2", "--r-max", "4", "--sparse-lambda", "100", "--xi", "0"]
+    + ["--xi-schedule", "linear", "--xi-max", "0.2", "--xi-stages", "3", "--gate-lr", "0.05"],
+    "lora": ["--method", "lora", "--lr", "1e-2", "--r", "2"],
+    "adalora": ["--method", "adalora", "--lr", "1e-2", "--init-r", "4", "--target-r", "2", "--delta-t", "2"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A 2-layer BERT (dropout on, so the torch generator matters) and a 48/16-row SST-2 folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(root / "model")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+    )
+    BertForSequenceClassification(config).save_pretrained(root / "model")
+    rng = random.Random(0)
+    rows = []
+    for _ in range(64):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(1, 6))]
+        positive = sum(w in ("good", "great", "fun") for w in words) > sum(
+            w in ("bad", "awful") for w in words
+        )
+        rows.append(f"{' '.join(words)}\t{int(positive)}")
+    data = root / "glue" / "SST-2"
+    data.mkdir(parents=True)
+    (data / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:48]) + "\n")
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[48:]) + "\n")
+    return {"model": root / "model", "data": root / "glue"}
+
+
+def args_for(tiny: dict[str, Path], method: str, out: Path, *extra: str) -> list[str]:
+    paths = ["--model", str(tiny["model"]), "--data-dir", str(tiny["data"]), "--output-dir", str(out)]
+    return ["train", *COMMON, *METHODS[method], *paths, *extra]
+
+
+def _child(argv: list[str], kill_at: str) -> None:
+    os.environ["AROMA_TEST_KILL_AT"] = kill_at
+    main(argv)
+    os._exit(0)
+
+
+def killed_run(argv: list[str], kill_at: str) -> None:
+    """Run the CLI in a child process that SIGKILLs itself at ``kill_at``."""
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(argv, kill_at))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL, f"the run was not killed at {kill_at} (exit {child.exitcode})"
+
+
+def log_records(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def comparable_metrics(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+@pytest.mark.parametrize(
+    ("method", "kill_at"),
+    [
+        ("aroma", "step:11"),  # during training, 3 steps after the checkpoint of step 8
+        ("aroma", "save:8"),  # in the middle of writing a checkpoint: the one of step 4 is used
+        ("sora", "eval:10"),  # during an evaluation
+        ("lora", "step:7"),  # in the second epoch (the data order of an epoch is restored)
+        ("adalora", "step:13"),  # the allocator's importance statistics travel with the checkpoint
+    ],
+)
+def test_killed_run_resumes_exactly(tiny, tmp_path, method, kill_at):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert main(args_for(tiny, method, reference)) == 0
+    killed_run(args_for(tiny, method, resumed), kill_at)
+    assert not (resumed / "metrics.json").exists() and checkpoint.latest(resumed) is not None
+    assert main(["train", "--output-dir", str(resumed), "--resume", "--threads", "1"]) == 0
+
+    assert log_records(resumed) == log_records(reference)  # every loss, lr, rank, event and metric
+    assert comparable_metrics(resumed) == comparable_metrics(reference)
+    before, after = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (reference, resumed))
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.allclose(before[key].float(), after[key].float(), atol=1e-6, rtol=0), key
+    assert not (resumed / checkpoint.FOLDER).exists()  # a finished run keeps no checkpoint
+    events = [e for r in log_records(reference) for e in r.get("events", [])]
+    if method == "aroma":  # the resumed part of the run takes merge and finish decisions
+        assert {e["event"] for e in events if e["step"] > 8} == {"merge", "finish"}
+    if method == "sora":
+        assert [e["step"] for e in events if e["event"] == "stage_end"] == [6, 12, 18]
+    if method == "adalora":
+        changes = [r["step"] for r in log_records(reference) if "ranks" in r]
+        assert any(step > 12 for step in changes[1:])  # ranks reallocated after the resume point
+
+
+def test_resume_of_a_finished_run_does_nothing(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args_for(tiny, "lora", run)) == 0
+    before = (run / "metrics.json").read_bytes()
+    assert main(["train", "--output-dir", str(run), "--resume"]) == 0
+    assert "has finished" in capsys.readouterr().out
+    assert (run / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--lr", "0.5"], "these flags would change it: lr=0.5 (the run has 0.01)"),
+        (["--r", "3"], "r=3 (the run has 2)"),
+        (["--overwrite"], "--resume and --overwrite exclude each other"),
+    ],
+)
+def test_resume_refuses_flags_that_change_the_run(tiny, tmp_path, capsys, extra, match):
+    run = tmp_path / "run"
+    killed_run(args_for(tiny, "lora", run), "step:5")
+    capsys.readouterr()
+    assert main(["train", "--output-dir", str(run), "--resume", *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.strip().count("\n") == 0, err
+
+
+def test_resume_without_checkpoint_is_a_one_line_error(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    killed_run(args_for(tiny, "lora", run, "--save-every", "0"), "step:3")
+    assert main(["train", "--output-dir", str(run), "--resume"]) == 2
+    assert "no checkpoint to resume from; start again with --overwrite" in capsys.readouterr().err
+    assert main(["train", "--output-dir", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "no run to resume (no config.json)" in capsys.readouterr().err
+
+
+def test_checkpoints_are_kept_last_k_and_overwrite_removes_exactly_the_run(tiny, tmp_path):
+    run = tmp_path / "run"
+    killed_run(args_for(tiny, "lora", run, "--save-every", "2", "--keep-checkpoints", "3"), "step:11")
+    assert [p.name for p in checkpoint.checkpoints(run)] == [
+        "step-00000006",
+        "step-00000008",
+        "step-00000010",
+    ]
+    (run / "notes.txt").write_text("mine")
+    manifest = json.loads((run / "manifest.json").read_text())["files"]
+    assert {"config.json", "log.jsonl", "checkpoints", "manifest.json"} <= set(manifest)
+    assert main(args_for(tiny, "lora", run, "--overwrite", "--max-steps", "2")) == 0
+    assert not (run / "checkpoints").exists()
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["notes.txt", *json.loads((run / "manifest.json").read_text())["files"]]
+    )
+
+
+def test_failed_start_leaves_no_folder(tiny, tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    args = ["train", *COMMON, *METHODS["lora"], "--model", str(tiny["model"]), "--output-dir", str(out)]
+    assert main([*args, "--data-dir", str(tmp_path / "no-data")]) == 2
+    assert not out.exists()
