@@ -191,3 +191,59 @@ def test_failed_start_leaves_no_folder(tiny, tmp_path, capsys):
     args = ["train", *COMMON, *METHODS["lora"], "--model", str(tiny["model"]), "--output-dir", str(out)]
     assert main([*args, "--data-dir", str(tmp_path / "no-data")]) == 2
     assert not out.exists()
+
+
+def test_minilm_run_killed_and_resumed_by_the_cli(tmp_path):
+    from conftest import SHARED_DATA
+
+    glue = SHARED_DATA / "glue"
+    if not glue.is_dir():
+        pytest.skip("../shared/data/glue not available")
+    common = ["train", "--task", "rte", "--method", "aroma", "--data-dir", str(glue), "--quiet"]
+    common += ["--max-train-samples", "40", "--max-eval-samples", "16", "--batch-size", "4"]
+    common += ["--max-seq-len", "32", "--max-steps", "10", "--eval-every", "5", "--save-every", "3"]
+    common += ["--t-in", "4", "--check-interval", "2", "--rewarmup-steps", "1", "--threads", "1"]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert main([*common, "--output-dir", str(reference)]) == 0
+    killed_run([*common, "--output-dir", str(resumed)], "step:8")
+    assert main(["train", "--output-dir", str(resumed), "--resume"]) == 0
+    assert log_records(resumed) == log_records(reference)
+    assert comparable_metrics(resumed) == comparable_metrics(reference)
+    before, after = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (reference, resumed))
+    assert all(torch.allclose(before[k], after[k], atol=1e-6, rtol=0) for k in before)
+
+
+def test_glue_table_skips_finished_runs_and_resumes_interrupted_ones(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "glue_table", Path(__file__).parents[1] / "benchmarks" / "glue_table.py"
+    )
+    glue_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glue_table)
+    calls = []
+    monkeypatch.setattr(glue_table.subprocess, "call", lambda args, **_: calls.append(args) or 0)
+    (tmp_path / "rte" / "aroma").mkdir(parents=True)
+    (tmp_path / "rte" / "aroma" / "metrics.json").write_text("{}")
+    (tmp_path / "mrpc" / "aroma" / "checkpoints" / "step-00000005").mkdir(parents=True)
+    (tmp_path / "sst2" / "aroma").mkdir(parents=True)
+    for task in ("rte", "mrpc", "sst2"):
+        glue_table.run_one(task, "aroma", "small", tmp_path, threads=1)
+    assert "skip rte/aroma: finished" in capsys.readouterr().out
+    resumed, restarted = calls  # the finished run was not started again
+    assert "--resume" in resumed and "--task" not in resumed and "--overwrite" not in resumed
+    assert "--overwrite" in restarted and "--resume" not in restarted
+
+    script = Path(__file__).parents[1] / "benchmarks" / "glue_table.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--table-only", "--runs-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip()
+        == f"glue_table.py: no finished run in {tmp_path / 'none'} (run without --table-only first)"
+    )
