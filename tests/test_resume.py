@@ -247,3 +247,83 @@ def test_glue_table_skips_finished_runs_and_resumes_interrupted_ones(tmp_path, m
         done.stderr.strip()
         == f"glue_table.py: no finished run in {tmp_path / 'none'} (run without --table-only first)"
     )
+
+
+# --- faults -----------------------------------------------------------------------------------------
+NO_ADAPTER = "(no adapter saved; the last checkpoint is kept)"
+
+
+def poison(monkeypatch, where: str, at_forward: int) -> None:
+    """Make the ``at_forward``-th training forward's loss (or its gradient) NaN, as bad data would."""
+    from aroma_peft.train import loop
+
+    load = loop.load_model
+
+    def load_poisoned(*args, **kwargs):
+        tokenizer, model = load(*args, **kwargs)
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            if not module.training:
+                return None
+            calls["n"] += 1
+            if calls["n"] != at_forward:
+                return None
+            if where == "loss":
+                return output * float("nan")
+            output.register_hook(lambda grad: grad * float("nan"))
+            return None
+
+        model.classifier.register_forward_hook(hook)
+        return tokenizer, model
+
+    monkeypatch.setattr(loop, "load_model", load_poisoned)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"), [("loss", "non-finite loss"), ("gradient", "non-finite gradient")]
+)
+def test_non_finite_loss_or_gradient_stops_the_run(tiny, tmp_path, monkeypatch, capsys, where, message):
+    poison(monkeypatch, where, at_forward=7)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(args_for(tiny, "aroma", run))
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err.strip()
+    assert err == f"aroma train: error: diverged at step 7: {message} " + NO_ADAPTER
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["diverged"] == f"diverged at step 7: {message}" and metrics["stopped_early"] is False
+    assert metrics["steps"] == 6 and not (run / "adapter").exists()
+    assert [p.name for p in checkpoint.checkpoints(run)] == ["step-00000004"]  # the last good state
+    # nothing non-finite reached a weight: the last good checkpoint's adapter holds finite tensors only
+    saved = load_file(checkpoint.latest(run) / checkpoint.ADAPTER / "adapter_model.safetensors")
+    assert all(torch.isfinite(t.float()).all() for t in saved.values())
+
+
+def test_huge_learning_rate_is_reported_as_diverged_never_as_stopped_early(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(args_for(tiny, "aroma", run, "--lr", "1e3"))
+    assert exit_.value.code == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["diverged"].startswith("diverged at step ") and metrics["stopped_early"] is False
+    assert "above" in metrics["diverged"]  # losses of thousands, against a first loss of about ln 2
+
+
+def test_gradient_clipping():
+    from aroma_peft.train.loop import optimizer_step
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return type("Out", (), {"loss": (self.w * x).sum()})()
+
+    for clip, expected in ((None, 100.0 * 3**0.5), (0.5, 0.5)):
+        model = Model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        loss, fault = optimizer_step(model, {"x": torch.full((3,), 100.0)}, optimizer, clip)
+        assert fault is None and loss == 300.0
+        assert float((torch.ones(3) - model.w.detach()).norm()) == pytest.approx(expected)  # the step taken

@@ -75,5 +75,9 @@ def run(args: argparse.Namespace) -> None:
     config, options = split_options(values, recipe.Options, recipe.name, others)
     result = train(config, options, overwrite=args.overwrite, resume=args.resume)
     if result.get("diverged"):
-        print(f"aroma train: {result['diverged']}", file=sys.stderr, flush=True)
+        print(
+            f"aroma train: error: {result['diverged']} (no adapter saved; the last checkpoint is kept)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(3)

@@ -85,6 +85,13 @@ class TrainConfig:
         metadata={"help": "Steps between checkpoints (for --resume); default: every 10 minutes; 0: off."},
     )
     keep_checkpoints: int = field(default=2, metadata={"help": "Most recent checkpoints kept."})
+    divergence_factor: float = field(
+        default=100.0,
+        metadata={
+            "help": "Stop as diverged once a loss exceeds this times the first step's loss (at least 1); "
+            "0: only at a non-finite loss or gradient."
+        },
+    )
     max_grad_norm: float | None = field(
         default=None, metadata={"help": "Clip the gradient norm to this value; default: no clipping."}
     )
@@ -102,6 +109,8 @@ class TrainConfig:
             problems.append(f"epochs={self.epochs!r}: use a positive number (or set max_steps)")
         if self.save_every is not None and self.save_every < 0:
             problems.append(f"save_every={self.save_every!r}: use a number of steps >= 1, or 0 for none")
+        if not self.divergence_factor >= 0:
+            problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
         if self.lr is not None and not self.lr > 0:

@@ -63,7 +63,14 @@ class Progress:
     evals: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)  # SoRA's xi stage ends
     log_offset: int = 0
+    first_loss: float | None = None
     diverged: str | None = None
+
+    def loss_limit(self, factor: float) -> float:
+        """Losses above this mean the run blew up (``divergence_factor`` x the first loss, at least 1)."""
+        if not factor or self.first_loss is None:
+            return math.inf
+        return factor * max(self.first_loss, 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,11 +156,13 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
             t0 = time.time()
             batch = batches.collate([train_features[i] for i in order[position]], pad_id)
             step_lr = optimizer.param_groups[0]["lr"]
-            loss, fault = optimizer_step(model, batch, optimizer, config.max_grad_norm)
+            limit = progress.loss_limit(config.divergence_factor)
+            loss, fault = optimizer_step(model, batch, optimizer, config.max_grad_norm, limit)
             if fault:  # stop before the method merges anything non-finite into a base weight
                 progress.diverged = f"diverged at step {progress.step + 1}: {fault}"
                 break
             progress.step += 1
+            progress.first_loss = loss if progress.first_loss is None else progress.first_loss
             step = progress.step
             recipe.after_optimizer_step(step)
             scheduler.step()
@@ -215,7 +224,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
                 checkpoint.save(out, step, model, states, config.keep_checkpoints, {"machine": machine()})
     bar.close()
     if progress.diverged:
-        return finish_diverged(spec, config, progress, writer, say)
+        return finish_diverged(spec, config, progress, writer)
     if not progress.evals or progress.evals[-1]["step"] != progress.step:
         progress.evals.append(
             evaluate_and_log(model, spec, dev_features, config, pad_id, progress.step, writer, say)
@@ -256,13 +265,23 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
 
 
 def optimizer_step(
-    model: Any, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, max_grad_norm: float | None
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float | None,
+    loss_limit: float = math.inf,
 ) -> tuple[float, str | None]:
-    """Forward, backward, (clip), step; returns the loss and what was non-finite, if anything (the
-    parameters are then left as they were whenever the loss or a gradient is at fault)."""
+    """Forward, backward, (clip), step; returns the loss and the fault that stops the run, if any: a
+    non-finite loss or gradient, or a loss above ``loss_limit`` (the parameters are then left as they
+    were), or non-finite parameters after the step."""
     loss = model(**batch).loss
     if not torch.isfinite(loss):
         return loss.item(), "non-finite loss"
+    if loss.item() > loss_limit:
+        return (
+            loss.item(),
+            f"loss {loss.item():.4g} above {loss_limit:.4g} (divergence_factor x the first loss)",
+        )
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grads = [p.grad for p in params if p.grad is not None]
@@ -284,7 +303,7 @@ def save_due(save_every: int | None, step: int, last_save: float) -> bool:
     return save_every > 0 and step % save_every == 0
 
 
-def finish_diverged(spec: TaskSpec, config: TrainConfig, progress: Progress, writer, say) -> dict[str, Any]:  # noqa: ANN001
+def finish_diverged(spec: TaskSpec, config: TrainConfig, progress: Progress, writer) -> dict[str, Any]:  # noqa: ANN001
     """A non-finite loss, gradient or parameter: no adapter is saved, the checkpoints are kept, and
     ``metrics.json`` says where the run diverged (it never counts as converged or stopped early)."""
     writer.log({"type": "diverged", "step": progress.step + 1, "message": progress.diverged})
@@ -299,7 +318,6 @@ def finish_diverged(spec: TaskSpec, config: TrainConfig, progress: Progress, wri
         "evals": progress.evals,
     } | run_info()
     writer.write_json(outputs.METRICS, result)
-    say(f"{config.output_dir}: {progress.diverged}; the last checkpoint is kept, no adapter saved")
     return result
 
 
