@@ -126,6 +126,11 @@ def test_killed_run_resumes_exactly(tiny, tmp_path, method, kill_at):
     events = [e for r in log_records(reference) for e in r.get("events", [])]
     if method == "aroma":  # the resumed part of the run takes merge and finish decisions
         assert {e["event"] for e in events if e["step"] > 8} == {"merge", "finish"}
+        metrics = comparable_metrics(reference)  # every module finished: nothing trainable at the end
+        assert metrics["adapter_params"]["end"] == 0 < metrics["adapter_params"]["start"]
+        assert metrics["trainable_params"]["end"] == metrics["head_params"]
+        assert metrics["schema_version"] == 2 and metrics["world_size"] == 1
+        assert set(metrics["versions"]) == {"torch", "transformers", "peft", "aroma-peft"}
     if method == "sora":
         assert [e["step"] for e in events if e["event"] == "stage_end"] == [6, 12, 18]
     if method == "adalora":
