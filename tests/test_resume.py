@@ -41,7 +41,10 @@ METHODS = {
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A 2-layer BERT (dropout on, so the torch generator matters) and a 48/16-row SST-2 folder."""
-    root = tmp_path_factory.mktemp("tiny")
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def build_tiny(root: Path, dropout: float = 0.1) -> dict[str, Path]:
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(root / "model")
@@ -53,6 +56,8 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
         num_attention_heads=2,
         intermediate_size=24,
         max_position_embeddings=32,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertForSequenceClassification(config).save_pretrained(root / "model")
     rng = random.Random(0)

@@ -24,7 +24,7 @@ from ..models import resolve_model
 from ..rank import effective_rank
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
-from . import batches, checkpoint, outputs
+from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
 from .recipe import Recipe, block_linears, default_heads, get_recipe
 
@@ -36,14 +36,17 @@ def train(config: TrainConfig, options: Any, overwrite: bool = False, resume: bo
     """Fine-tune, evaluate on dev, write the run folder; returns the contents of ``metrics.json``.
 
     ``resume``: continue the run in ``config.output_dir`` from its latest checkpoint (a finished run
-    is left as it is).
+    is left as it is). Under ``torchrun`` / ``accelerate launch``, every process runs this with the
+    same arguments (see :mod:`.distributed`).
     """
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    group = distributed.setup()
     try:
-        return _train(config, options, overwrite, resume)
+        return _train(config, options, overwrite, resume, group)
     finally:
+        group.close()
         torch.set_num_threads(threads)  # the caller's process keeps its own setting
 
 
@@ -80,14 +83,17 @@ class Progress:
             setattr(self, key, value)
 
 
-def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> dict[str, Any]:
+def _train(
+    config: TrainConfig, options: Any, overwrite: bool, resume: bool, group: distributed.Group
+) -> dict[str, Any]:
     session_start = time.time()
     spec = get_task(config.task)
     recipe_cls = get_recipe(config.method)
     if resume:
         out = Path(config.output_dir)
         if (out / outputs.METRICS).is_file():
-            print(f"{out}: the run has finished (metrics.json); nothing to resume", flush=True)
+            if group.main:
+                print(f"{out}: the run has finished (metrics.json); nothing to resume", flush=True)
             return json.loads((out / outputs.METRICS).read_text())
         resume_from = checkpoint.latest(out)
         if resume_from is None:
@@ -102,6 +108,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
         dev.name: batches.tokenize(tokenizer, data[dev.name][: config.max_eval_samples], config.max_seq_len)
         for dev in spec.dev_sets
     }
+    distributed.check_batches(group, config.batch_size, len(train_features))
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     recipe = recipe_cls(config, options, total_steps)
@@ -117,12 +124,15 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
     if resume_from is not None:
         checkpoint.load_model(model, resume_from)  # before the controller sees which modules finished
     recipe.start(optimizer, scheduler)
+    forward = distributed.wrap(model, group)  # the training forward (DDP with several processes)
 
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress(order_state=generator.get_state())
     states = {"optimizer": optimizer, "scheduler": scheduler, "recipe": recipe, "progress": progress}
-    writer = outputs.RunWriter(out)
-    say = (lambda msg: print(msg, flush=True)) if config.quiet else tqdm.write
+    writer = outputs.RunWriter(out, enabled=group.main)  # only rank 0 writes files and shows progress
+    quiet = config.quiet or not group.main
+    say = (lambda msg: print(msg, flush=True) if group.main else None) if quiet else tqdm.write
+    group.barrier()  # every process has checked the output folder before rank 0 writes into it
     if resume_from is None:
         writer.start(resolved(config, options) | {"lr": lr}, overwrite)
     else:
@@ -139,9 +149,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
     lengths = [len(f["input_ids"]) for f in train_features]
     memorization_set: list[dict[str, Any]] = []
     last_save = time.time()
-    bar = tqdm(
-        total=total_steps, initial=progress.step, disable=config.quiet, dynamic_ncols=True, file=sys.stderr
-    )
+    bar = tqdm(total=total_steps, initial=progress.step, disable=quiet, dynamic_ncols=True, file=sys.stderr)
     model.train()
     while progress.step < total_steps and not recipe.finished and not progress.diverged:
         generator.set_state(progress.order_state)
@@ -157,7 +165,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
             batch = batches.collate([train_features[i] for i in order[position]], pad_id)
             step_lr = optimizer.param_groups[0]["lr"]
             limit = progress.loss_limit(config.divergence_factor)
-            loss, fault = optimizer_step(model, batch, optimizer, config.max_grad_norm, limit)
+            loss, fault = optimizer_step(forward, batch, optimizer, config.max_grad_norm, limit, group)
             if fault:  # stop before the method merges anything non-finite into a base weight
                 progress.diverged = f"diverged at step {progress.step + 1}: {fault}"
                 break
@@ -194,7 +202,7 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
                 )
                 progress.stages.append(
                     evaluate_stage(
-                        model, spec, event, memorization_set, dev_features, config, pad_id, writer, say
+                        model, spec, event, memorization_set, dev_features, config, pad_id, writer, say, group
                     )
                 )
                 model.train()
@@ -213,10 +221,10 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
             if step % evaluate_at == 0 or done:
                 checkpoint.kill_point(f"eval:{step}")
                 progress.evals.append(
-                    evaluate_and_log(model, spec, dev_features, config, pad_id, step, writer, say)
+                    evaluate_and_log(model, spec, dev_features, config, pad_id, step, writer, say, group)
                 )
                 model.train()
-            if not done and save_due(config.save_every, step, last_save):
+            if group.main and not done and save_due(config.save_every, step, last_save):
                 progress.log_offset = writer.log_offset()
                 progress.wall_time += time.time() - session_start
                 session_start = last_save = time.time()
@@ -227,14 +235,14 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
         return finish_diverged(spec, config, progress, writer)
     if not progress.evals or progress.evals[-1]["step"] != progress.step:
         progress.evals.append(
-            evaluate_and_log(model, spec, dev_features, config, pad_id, progress.step, writer, say)
+            evaluate_and_log(model, spec, dev_features, config, pad_id, progress.step, writer, say, group)
         )
     writer.close()
 
-    rank_stats = delta_rank_stats(recipe)
-    writer.write_json(outputs.RANKS, rank_stats)
-    recipe.save(out)
-    writer.track_new()
+    if group.main:
+        writer.write_json(outputs.RANKS, delta_rank_stats(recipe))
+        recipe.save(out)
+        writer.track_new()
     wall_time = progress.wall_time + time.time() - session_start
     result = summarize(
         spec,
@@ -258,7 +266,8 @@ def _train(config: TrainConfig, options: Any, overwrite: bool, resume: bool) -> 
     if progress.stages:
         result["stages"] = summarize_stages(progress.stages, higher_is_better=True)
     writer.write_json(outputs.METRICS, result)
-    checkpoint.remove_all(out)  # a finished run needs no checkpoint
+    if group.main:
+        checkpoint.remove_all(out)  # a finished run needs no checkpoint
     main = spec.main_metric
     say(f"done: best {main} {result['best'][main]:.4f}, final {result['final'][main]:.4f}")
     return result
@@ -270,30 +279,32 @@ def optimizer_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float | None,
     loss_limit: float = math.inf,
+    group: distributed.Group | None = None,
 ) -> tuple[float, str | None]:
-    """Forward, backward, (clip), step; returns the loss and the fault that stops the run, if any: a
-    non-finite loss or gradient, or a loss above ``loss_limit`` (the parameters are then left as they
-    were), or non-finite parameters after the step."""
-    loss = model(**batch).loss
-    if not torch.isfinite(loss):
-        return loss.item(), "non-finite loss"
-    if loss.item() > loss_limit:
-        return (
-            loss.item(),
-            f"loss {loss.item():.4g} above {loss_limit:.4g} (divergence_factor x the first loss)",
-        )
-    loss.backward()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    """Forward, backward, (clip), step on this process's slice of the global batch; returns the
+    global batch's loss and the fault that stops the run, if any: a non-finite loss or gradient, or a
+    loss above ``loss_limit`` (the parameters are then left as they were), or non-finite parameters
+    after the step. Every process sees the same loss and gradients, so all stop together."""
+    group = group or distributed.Group()
+    part, weight = distributed.shard(batch, group)
+    loss = model(**part).loss
+    value = distributed.global_loss(loss, weight, group)
+    if not math.isfinite(value):
+        return value, "non-finite loss"
+    if value > loss_limit:
+        return value, f"loss {value:.4g} above {loss_limit:.4g} (divergence_factor x the first loss)"
+    (loss * weight if weight != 1.0 else loss).backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)
     if not torch.isfinite(norm):
-        return loss.item(), "non-finite gradient"
+        return value, "non-finite gradient"
     if max_grad_norm is not None:
         torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, norm)
     optimizer.step()
     if not all(bool(torch.isfinite(p).all()) for p in params):
-        return loss.item(), "non-finite parameters after the optimizer step"
-    return loss.item(), None
+        return value, "non-finite parameters after the optimizer step"
+    return value, None
 
 
 def save_due(save_every: int | None, step: int, last_save: float) -> bool:
@@ -383,37 +394,55 @@ def linear_schedule(
 
 @torch.no_grad()
 def evaluate(
-    model: Any, spec: TaskSpec, features: dict[str, list], batch_size: int, pad_id: int
+    model: Any,
+    spec: TaskSpec,
+    features: dict[str, list],
+    batch_size: int,
+    pad_id: int,
+    group: distributed.Group | None = None,
 ) -> dict[str, float]:
     """Every metric of the task on every dev set (MNLI: matched, and mismatched prefixed ``mm_``)."""
     result: dict[str, float] = {}
     for dev in spec.dev_sets:
-        result |= metrics_on(model, spec, features[dev.name], batch_size, pad_id, dev.prefix)
+        result |= metrics_on(model, spec, features[dev.name], batch_size, pad_id, dev.prefix, group)
     return result
 
 
 @torch.no_grad()
 def metrics_on(
-    model: Any, spec: TaskSpec, feats: list[dict[str, Any]], batch_size: int, pad_id: int, prefix: str = ""
+    model: Any,
+    spec: TaskSpec,
+    feats: list[dict[str, Any]],
+    batch_size: int,
+    pad_id: int,
+    prefix: str = "",
+    group: distributed.Group | None = None,
 ) -> dict[str, float]:
-    """The task's metrics on one set of tokenized examples."""
+    """The task's metrics on one set of tokenized examples (each process predicts every world-th
+    example; the predictions are gathered once)."""
+    group = group or distributed.Group()
     model.eval()
-    preds: list[Any] = [None] * len(feats)
-    for idx, batch in batches.eval_batches(feats, batch_size, pad_id):
+    mine = list(range(group.rank, len(feats), group.world))
+    preds: list[tuple[int, Any]] = []
+    for idx, batch in batches.eval_batches([feats[i] for i in mine], batch_size, pad_id):
         batch.pop("labels")
         logits = model(**batch).logits
         values = logits[:, 0] if spec.is_regression else logits.argmax(-1)
-        for i, v in zip(idx, values.tolist()):
-            preds[i] = v
-    return glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], prefix)
+        preds += [(mine[i], v) for i, v in zip(idx, values.tolist())]
+    ordered: list[Any] = [None] * len(feats)
+    for part in distributed.gather(preds, group):
+        for i, v in part:
+            ordered[i] = v
+    return glue_metrics.compute(spec.metrics, ordered, [f["labels"] for f in feats], prefix)
 
 
-def evaluate_stage(model, spec, event, memorization_set, dev_features, config, pad_id, writer, say):  # noqa: ANN001
+def evaluate_stage(model, spec, event, memorization_set, dev_features, config, pad_id, writer, say, group):  # noqa: ANN001
     """At the end of a sparsifying stage: memorisation (the metric on 1,000 training examples) and
     generalisation (the dev metric), as in SoRA's study of its scheduler."""
     main = spec.main_metric
-    memorization = metrics_on(model, spec, memorization_set, config.eval_batch_size, pad_id)[main]
-    generalization = evaluate(model, spec, dev_features, config.eval_batch_size, pad_id)[main]
+    size = config.eval_batch_size
+    memorization = metrics_on(model, spec, memorization_set, size, pad_id, group=group)[main]
+    generalization = evaluate(model, spec, dev_features, size, pad_id, group)[main]
     record = {k: v for k, v in event.items() if k not in ("event", "step")}
     record |= {"memorization": memorization, "generalization": generalization}
     writer.log({"type": "stage", "step": event["step"], **record})
@@ -424,9 +453,9 @@ def evaluate_stage(model, spec, event, memorization_set, dev_features, config, p
     return record
 
 
-def evaluate_and_log(model, spec, features, config, pad_id, step, writer, say) -> dict[str, Any]:  # noqa: ANN001
+def evaluate_and_log(model, spec, features, config, pad_id, step, writer, say, group) -> dict[str, Any]:  # noqa: ANN001
     t0 = time.time()
-    values = evaluate(model, spec, features, config.eval_batch_size, pad_id)
+    values = evaluate(model, spec, features, config.eval_batch_size, pad_id, group)
     record = {"type": "eval", "step": step, "metrics": values, "eval_time_s": time.time() - t0}
     writer.log(record)
     say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))

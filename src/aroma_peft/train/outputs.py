@@ -82,16 +82,20 @@ def remove_run(directory: Path) -> None:
 
 class RunWriter:
     """Appends to ``log.jsonl`` (flushed per line), writes the JSON files atomically and keeps the
-    manifest of everything the run wrote."""
+    manifest of everything the run wrote. A disabled writer (processes other than rank 0) writes
+    nothing."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, enabled: bool = True) -> None:
         self.directory = directory
+        self.enabled = enabled
         self._log = None
         self._files: list[str] = []
         self._present: set[str] = set()
 
     def start(self, config: dict[str, Any], overwrite: bool) -> None:
         """A new run: replace the previous run's files (with ``overwrite``), write config and empty log."""
+        if not self.enabled:
+            return
         if overwrite and self.directory.is_dir():
             remove_run(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,8 @@ class RunWriter:
 
     def resume(self, log_offset: int) -> None:
         """Continue a run: the log is cut back to what it held at the checkpoint being resumed."""
+        if not self.enabled:
+            return
         self._files = written_names(self.directory)
         self._present = set(os.listdir(self.directory))
         with open(self.directory / LOG, "r+b") as f:
@@ -113,7 +119,7 @@ class RunWriter:
     def track(self, *names: str) -> None:
         """Add names to the manifest (written before the files, so a kill never leaves one unlisted)."""
         new = [n for n in names if n not in self._files]
-        if new:
+        if new and self.enabled:
             self._files += new
             write_json(self.directory / MANIFEST, {"files": self._files})
 
@@ -122,6 +128,8 @@ class RunWriter:
         self.track(*sorted(set(os.listdir(self.directory)) - self._present))
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         assert self._log is not None, "start() opens the log"
         self._log.write((json.dumps(record) + "\n").encode())
         self._log.flush()
@@ -132,8 +140,9 @@ class RunWriter:
         return self._log.tell()
 
     def write_json(self, name: str, data: Any) -> None:
-        self.track(name)
-        write_json(self.directory / name, data)
+        if self.enabled:
+            self.track(name)
+            write_json(self.directory / name, data)
 
     def close(self) -> None:
         if self._log is not None:
