@@ -40,8 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(argv: list[str], rank: int, world: int, port: int) -> None:
+def _rank(argv: list[str], rank: int, world: int, port: int, kill_at: str = "") -> None:
     # What torchrun puts in each process's environment.
+    os.environ.update(AROMA_TEST_KILL_AT=kill_at)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -52,14 +53,15 @@ def _rank(argv: list[str], rank: int, world: int, port: int) -> None:
     os._exit(main(argv))
 
 
-def two_processes(argv: list[str]) -> None:
+def two_processes(argv: list[str], kill_at: str = "") -> list[int | None]:
+    """Exit codes of the two processes (``kill_at``: both SIGKILL themselves there)."""
     context, port = multiprocessing.get_context("fork"), free_port()
-    procs = [context.Process(target=_rank, args=(argv, rank, 2, port)) for rank in range(2)]
+    procs = [context.Process(target=_rank, args=(argv, rank, 2, port, kill_at)) for rank in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    return [p.exitcode for p in procs]
 
 
 def exact(record: dict) -> dict:
@@ -93,7 +95,7 @@ def test_two_processes_equal_one(tiny, tmp_path):
     paths = ["--model", str(tiny["model"]), "--data-dir", str(tiny["data"])]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*ARGS, *paths, "--output-dir", str(one)]) == 0
-    two_processes([*ARGS, *paths, "--output-dir", str(two)])
+    assert two_processes([*ARGS, *paths, "--output-dir", str(two)]) == [0, 0]
     assert_same_run(one, two)
     events = [e for r in log_records(one) for e in r.get("events", [])]
     assert {e["event"] for e in events} == {"merge", "finish"}  # modules finish mid-run (DDP copes)
@@ -103,14 +105,22 @@ def test_two_processes_equal_one(tiny, tmp_path):
 def test_global_batch_must_split_evenly(tiny, tmp_path):
     paths = ["--model", str(tiny["model"]), "--data-dir", str(tiny["data"])]
     argv = [*ARGS, *paths, "--output-dir", str(tmp_path / "run"), "--batch-size", "7"]
-    context, port = multiprocessing.get_context("fork"), free_port()
-    procs = [context.Process(target=_rank, args=(argv, rank, 2, port)) for rank in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [2, 2]  # a one-line error on every process, no hang
+    assert two_processes(argv) == [2, 2]  # a one-line error on every process, no hang
     assert not (tmp_path / "run").exists()
+
+
+def test_two_process_run_killed_and_resumed(tiny, tmp_path):
+    """Every process draws the same dropout masks from the same seed, so rank 0's generators restore
+    every process (dropout on here)."""
+    dropout = build_tiny(tmp_path / "tiny", dropout=0.1)
+    paths = ["--model", str(dropout["model"]), "--data-dir", str(dropout["data"]), "--save-every", "4"]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert two_processes([*ARGS, *paths, "--output-dir", str(reference)]) == [0, 0]
+    assert two_processes([*ARGS, *paths, "--output-dir", str(resumed)], kill_at="step:10") == [-9, -9]
+    assert two_processes(["train", "--output-dir", str(resumed), "--resume"]) == [0, 0]
+    assert log_records(resumed) == log_records(reference)
+    wa, wb = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (reference, resumed))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6, rtol=0) for k in wa)
 
 
 @pytest.mark.slow  # two launchers, four Python processes importing transformers: ~1 min on 2 cores

@@ -45,6 +45,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def build_tiny(root: Path, dropout: float = 0.1) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(root / "model")
