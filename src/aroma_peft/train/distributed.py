@@ -30,6 +30,13 @@ class Group:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def device(self) -> torch.device:
+        """This process's GPU (``LOCAL_RANK``) when there is one, else the CPU."""
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -47,7 +54,7 @@ def setup() -> Group:
         return Group()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(Group().device)
     dist.init_process_group(backend)
     return Group(dist.get_rank(), dist.get_world_size(), owned=True)
 
@@ -82,10 +89,11 @@ def wrap(model: torch.nn.Module, group: Group) -> torch.nn.Module:
 def shard(batch: dict[str, torch.Tensor], group: Group) -> tuple[dict[str, torch.Tensor], float]:
     """This process's slice of the global batch, and the factor that makes the average over processes
     of its mean loss the global batch's mean loss (1 for equal slices)."""
+    device = group.device
     if group.world == 1:
-        return batch, 1.0
+        return {k: v.to(device) for k, v in batch.items()}, 1.0
     rows = len(batch["labels"])
-    part = {k: torch.tensor_split(v, group.world)[group.rank] for k, v in batch.items()}
+    part = {k: torch.tensor_split(v, group.world)[group.rank].to(device) for k, v in batch.items()}
     return part, len(part["labels"]) * group.world / rows
 
 

@@ -103,6 +103,7 @@ def _train(
     data = load_task(spec, config.data_dir)
     train_examples = batches.subset(data["train"], config.max_train_samples)
     tokenizer, model = load_model(config.model, spec, config.seed)
+    model.to(group.device)
     train_features = batches.tokenize(tokenizer, train_examples, config.max_seq_len)
     dev_features = {
         dev.name: batches.tokenize(tokenizer, data[dev.name][: config.max_eval_samples], config.max_seq_len)
@@ -426,7 +427,7 @@ def metrics_on(
     preds: list[tuple[int, Any]] = []
     for idx, batch in batches.eval_batches([feats[i] for i in mine], batch_size, pad_id):
         batch.pop("labels")
-        logits = model(**batch).logits
+        logits = model(**{k: v.to(group.device) for k, v in batch.items()}).logits
         values = logits[:, 0] if spec.is_regression else logits.argmax(-1)
         preds += [(mine[i], v) for i, v in zip(idx, values.tolist())]
     ordered: list[Any] = [None] * len(feats)
