@@ -178,6 +178,8 @@ def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list
             path = runs_dir / task / method
             (runs if (path / "metrics.json").is_file() else missing).append(path)
     loaded = [read_run(p) for p in runs]
+    diverged = [r for r in loaded if r["metrics"].get("diverged")]
+    loaded = [r for r in loaded if not r["metrics"].get("diverged")]
     machine = loaded[0]["metrics"]["machine"] if loaded else {}
     head = loaded[0]["metrics"]["head_params"] if loaded else "?"
     args = method_args(budget)
@@ -201,6 +203,12 @@ def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list
     search = search_table(runs_dir, tasks, methods)
     if search:
         text += ["", "Learning-rate search (the same budget, seed 0; `--lr-factors`):", "", search.rstrip()]
+    if diverged:
+        names = [
+            f"{Path(r['dir']).parent.name}/{Path(r['dir']).name} ({r['metrics']['diverged']})"
+            for r in diverged
+        ]
+        text += ["", "Diverged (left out of the table): " + "; ".join(names) + "."]
     if missing:
         text += [
             "",

@@ -338,3 +338,21 @@ def test_gradient_clipping():
         loss, fault = optimizer_step(model, {"x": torch.full((3,), 100.0)}, optimizer, clip)
         assert fault is None and loss == 300.0
         assert float((torch.ones(3) - model.w.detach()).norm()) == pytest.approx(expected)  # the step taken
+
+
+def test_saving_schedule(monkeypatch):
+    from aroma_peft.train import loop
+
+    assert [loop.save_due(4, step, last_save=0.0) for step in (3, 4, 8)] == [False, True, True]
+    assert not loop.save_due(0, 4, last_save=0.0)  # 0: never
+    monkeypatch.setattr(loop.time, "time", lambda: 1000.0 + checkpoint.SAVE_MINUTES * 60)
+    assert loop.save_due(None, 3, last_save=1000.0) and not loop.save_due(None, 3, last_save=1001.0)
+
+
+def test_resume_with_other_threads_warns(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    killed_run(args_for(tiny, "lora", run), "step:5")
+    capsys.readouterr()
+    assert main(["train", "--output-dir", str(run), "--resume", "--threads", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: resuming on another setup (torch_threads 1 -> 2)" in err
