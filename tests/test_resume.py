@@ -35,6 +35,19 @@ METHODS = {
     + ["--xi-schedule", "linear", "--xi-max", "0.2", "--xi-stages", "3", "--gate-lr", "0.05"],
     "lora": ["--method", "lora", "--lr", "1e-2", "--r", "2"],
     "adalora": ["--method", "adalora", "--lr", "1e-2", "--init-r", "4", "--target-r", "2", "--delta-t", "2"],
+    "relora": [
+        "--method",
+        "relora",
+        "--lr",
+        "1e-2",
+        "--r",
+        "2",
+        "--restart-every",
+        "5",
+        "--rewarmup-steps",
+        "2",
+    ],
+    "full": ["--method", "full", "--lr", "1e-3"],
 }
 
 
@@ -110,6 +123,8 @@ def comparable_metrics(run: Path) -> dict:
     [
         ("aroma", "step:11"),  # during training, 3 steps after the checkpoint of step 8
         ("aroma", "save:8"),  # in the middle of writing a checkpoint: the one of step 4 is used
+        ("relora", "step:9"),  # a restart (merge + optimizer reset) at step 10, after the resume point
+        ("full", "eval:5"),
         ("sora", "eval:10"),  # during an evaluation
         ("lora", "step:7"),  # in the second epoch (the data order of an epoch is restored)
         ("adalora", "step:13"),  # the allocator's importance statistics travel with the checkpoint
@@ -124,7 +139,8 @@ def test_killed_run_resumes_exactly(tiny, tmp_path, method, kill_at):
 
     assert log_records(resumed) == log_records(reference)  # every loss, lr, rank, event and metric
     assert comparable_metrics(resumed) == comparable_metrics(reference)
-    before, after = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (reference, resumed))
+    weights = "model/model.safetensors" if method == "full" else "adapter/adapter_model.safetensors"
+    before, after = (load_file(r / weights) for r in (reference, resumed))
     assert before.keys() == after.keys()
     for key in before:
         assert torch.allclose(before[key].float(), after[key].float(), atol=1e-6, rtol=0), key

@@ -99,7 +99,8 @@ def save(
     """Write checkpoint ``step`` atomically and drop all but the last ``keep``."""
     folder = Path(run_dir) / FOLDER
     final, tmp = folder / f"step-{step:08d}", folder / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in folder.glob(".tmp-step-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, tmp)
     kill_point(f"save:{step}")
