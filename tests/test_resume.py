@@ -372,3 +372,19 @@ def test_resume_with_other_threads_warns(tiny, tmp_path, capsys):
     assert main(["train", "--output-dir", str(run), "--resume", "--threads", "2", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "warning: resuming on another setup (torch_threads 1 -> 2)" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("save_every", -1, "save_every=-1: use a number of steps >= 1, or 0 for none"),
+        ("keep_checkpoints", 0, "keep_checkpoints=0: use an integer >= 1"),
+        ("divergence_factor", 0.5, "divergence_factor=0.5: use a factor > 1, or 0 for none"),
+        ("max_grad_norm", 0.0, "max_grad_norm=0.0: use a positive norm (or none)"),
+    ],
+)
+def test_checkpoint_and_fault_settings_are_checked(field, value, match):
+    from aroma_peft.train.config import TrainConfig
+
+    config = TrainConfig(task="sst2", method="lora", output_dir="x", **{field: value})
+    assert config.check() == [match]

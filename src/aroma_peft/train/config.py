@@ -109,7 +109,7 @@ class TrainConfig:
             problems.append(f"epochs={self.epochs!r}: use a positive number (or set max_steps)")
         if self.save_every is not None and self.save_every < 0:
             problems.append(f"save_every={self.save_every!r}: use a number of steps >= 1, or 0 for none")
-        if not self.divergence_factor >= 0:
+        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
             problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
