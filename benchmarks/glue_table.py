@@ -1,8 +1,10 @@
 """The README's results table: GLUE dev (RTE, MRPC, CoLA, SST-2) x methods on the offline MiniLM.
 
 Every task has one budget (epochs, batch, length, training subset) shared by every method; each run
-goes to its own folder and finished runs (with metrics.json) are skipped, so the table can be built in
-pieces (--tasks / --methods) and resumed after an interruption. Runs are sequential, one at a time.
+goes to its own folder. Finished runs (with metrics.json) are skipped and interrupted ones continue
+from their last checkpoint (`aroma train --resume`, saved every 10 minutes), so a table that needs
+many CPU hours completes across several interrupted invocations, also built in pieces (--tasks /
+--methods). Runs are sequential, one at a time.
 
     python benchmarks/glue_table.py                      # run what is missing, print the table
     python benchmarks/glue_table.py --tasks rte --methods aroma,full
@@ -118,21 +120,38 @@ def run_one(
     if (out / "metrics.json").is_file():
         print(f"skip {task}/{name}: finished", flush=True)
         return out
-    args = [sys.executable, "-m", "aroma_peft.cli", "train", "--task", task, "--data-dir", str(DATA)]
-    args += ["--output-dir", str(out), "--quiet", "--threads", str(threads), "--seed", "0"]
-    args += method_args(budget, lr_factor)[method]
-    for key, value in BUDGETS[budget][task].items():
-        args += ["--" + key.replace("_", "-"), str(value)]
-    if out.exists():
-        args.append("--overwrite")  # an unfinished run (no metrics.json): start it again
+    args = [sys.executable, "-m", "aroma_peft.cli", "train", "--output-dir", str(out), "--quiet"]
+    args += ["--threads", str(threads)]
+    if latest_checkpoint(out) is not None:  # interrupted: continue where it stopped
+        args.append("--resume")
+    else:
+        args += [
+            "--task",
+            task,
+            "--data-dir",
+            str(DATA),
+            "--seed",
+            "0",
+            *method_args(budget, lr_factor)[method],
+        ]
+        for key, value in BUDGETS[budget][task].items():
+            args += ["--" + key.replace("_", "-"), str(value)]
+        if out.exists():
+            args.append("--overwrite")  # interrupted before its first checkpoint: start it again
     log = runs_dir / "logs" / f"{task}-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"run {task}/{name} -> {out} (log {log})", flush=True)
+    print(f"{'resume' if '--resume' in args else 'run'} {task}/{name} -> {out} (log {log})", flush=True)
     t0 = time.time()
-    with open(log, "w") as f:
+    with open(log, "a") as f:
         code = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT)
     print(f"  exit {code} after {time.time() - t0:.0f} s", flush=True)
     return out
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    from aroma_peft.train.checkpoint import latest
+
+    return latest(run)
 
 
 def budget_text(budget: str) -> str:
@@ -159,6 +178,8 @@ def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list
             path = runs_dir / task / method
             (runs if (path / "metrics.json").is_file() else missing).append(path)
     loaded = [read_run(p) for p in runs]
+    diverged = [r for r in loaded if r["metrics"].get("diverged")]
+    loaded = [r for r in loaded if not r["metrics"].get("diverged")]
     machine = loaded[0]["metrics"]["machine"] if loaded else {}
     head = loaded[0]["metrics"]["head_params"] if loaded else "?"
     args = method_args(budget)
@@ -182,6 +203,12 @@ def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list
     search = search_table(runs_dir, tasks, methods)
     if search:
         text += ["", "Learning-rate search (the same budget, seed 0; `--lr-factors`):", "", search.rstrip()]
+    if diverged:
+        names = [
+            f"{Path(r['dir']).parent.name}/{Path(r['dir']).name} ({r['metrics']['diverged']})"
+            for r in diverged
+        ]
+        text += ["", "Diverged (left out of the table): " + "; ".join(names) + "."]
     if missing:
         text += [
             "",
@@ -263,6 +290,8 @@ def main() -> None:
                 for factor in [1.0, *(float(f) for f in (args.lr_factors or "").split(",") if f)]:
                     run_one(task, method, args.budget, runs_dir, args.threads, factor)
     all_tasks = [t for t in BUDGETS[args.budget] if t in tasks or args.table_only]
+    if not any(runs_dir.glob("*/*/metrics.json")):
+        parser.exit(2, f"glue_table.py: no finished run in {runs_dir} (run without --table-only first)\n")
     section = results_section(runs_dir, args.budget, all_tasks, list(method_args(args.budget)))
     (runs_dir / "table.md").write_text(section)
     print(section)

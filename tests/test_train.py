@@ -117,7 +117,8 @@ def test_linear_schedule():
 
 
 def test_prepare_output_folder(tmp_path):
-    assert outputs.prepare(tmp_path / "new", overwrite=False).is_dir()
+    assert outputs.prepare(tmp_path / "new", overwrite=False) == tmp_path / "new"
+    assert not (tmp_path / "new").exists()  # created when the run starts writing, not before
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.jsonl").write_text("")
     with pytest.raises(UserInputError, match="already holds a run"):

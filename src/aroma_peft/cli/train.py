@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
-from ..train.config import TrainConfig, field_types, read_config_file, split_options
+from ..train.config import TrainConfig, field_types, read_config_file, resume_settings, split_options
 
 GIVEN = argparse.SUPPRESS  # only flags the user gives reach the config (file values stay otherwise)
 
@@ -22,6 +23,11 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (keys as the flags, '_' for '-')")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in --output-dir")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its latest checkpoint, with its saved settings",
+    )
     registered: set[str] = set()
     common = parser.add_argument_group("common settings")
     add_fields(common, TrainConfig, registered)
@@ -67,7 +73,11 @@ def run(args: argparse.Namespace) -> None:
     from ..train import RECIPES, get_recipe, train
 
     values = read_config_file(args.config) if args.config else {}
-    values |= {k: v for k, v in vars(args).items() if k not in ("config", "overwrite", "run", "command")}
+    values |= {
+        k: v for k, v in vars(args).items() if k not in ("config", "overwrite", "resume", "run", "command")
+    }
+    if args.resume:
+        values = resume_settings(values, overwrite=args.overwrite)
     recipe = get_recipe(str(values.get("method") or "")) if values.get("method") else None
     if recipe is None:
         from ..errors import UserInputError
@@ -75,4 +85,11 @@ def run(args: argparse.Namespace) -> None:
         raise UserInputError(f"--method is required: one of {', '.join(RECIPES)}")
     others = {name: r.Options for name, r in RECIPES.items()}
     config, options = split_options(values, recipe.Options, recipe.name, others)
-    train(config, options, overwrite=args.overwrite)
+    result = train(config, options, overwrite=args.overwrite, resume=args.resume)
+    if result.get("diverged"):
+        print(
+            f"aroma train: error: {result['diverged']} (no adapter saved; the last checkpoint is kept)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(3)

@@ -95,3 +95,21 @@ class AdaloraRecipe(PeftRecipe):
 
     def ranks(self) -> dict[str, int]:
         return dict(self._ranks)
+
+    def state_dict(self) -> dict[str, Any]:
+        """PEFT's rank allocator keeps its importance statistics outside any state_dict, and the final
+        allocation (``rank_pattern``) in the adapter's config: both are saved here."""
+        allocator = self.model.base_model.rankallocator
+        stats = {k: dict(getattr(allocator, k)) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}
+        return stats | {"rank_pattern": self.adalora_config().rank_pattern, "ranks": dict(self._ranks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        allocator = self.model.base_model.rankallocator
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(allocator, key, dict(state[key]))
+        self.adalora_config().rank_pattern = state["rank_pattern"]
+        self._ranks = dict(state["ranks"])
+
+    def adalora_config(self) -> Any:
+        base = self.model.base_model
+        return base.peft_config[base.trainable_adapter_name]

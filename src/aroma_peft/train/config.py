@@ -80,18 +80,39 @@ class TrainConfig:
         default=None, metadata={"help": "Torch CPU threads; default: torch's choice."}
     )
     quiet: bool = field(default=False, metadata={"help": "No progress bar: one line per evaluation."})
+    save_every: int | None = field(
+        default=None,
+        metadata={"help": "Steps between checkpoints (for --resume); default: every 10 minutes; 0: off."},
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Most recent checkpoints kept."})
+    divergence_factor: float = field(
+        default=100.0,
+        metadata={
+            "help": "Stop as diverged once a loss exceeds this times the first step's loss (at least 1); "
+            "0: only at a non-finite loss or gradient."
+        },
+    )
+    max_grad_norm: float | None = field(
+        default=None, metadata={"help": "Clip the gradient norm to this value; default: no clipping."}
+    )
 
     def check(self) -> list[str]:
         """Every problem with the common settings, as messages naming the key."""
         problems = []
         positive = ("batch_size", "eval_batch_size", "max_seq_len", "max_steps", "eval_every")
-        positive += ("max_train_samples", "max_eval_samples", "threads")
+        positive += ("max_train_samples", "max_eval_samples", "threads", "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name}={value!r}: use an integer >= 1")
         if self.max_steps is None and not self.epochs > 0:
             problems.append(f"epochs={self.epochs!r}: use a positive number (or set max_steps)")
+        if self.save_every is not None and self.save_every < 0:
+            problems.append(f"save_every={self.save_every!r}: use a number of steps >= 1, or 0 for none")
+        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
+            problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr={self.lr!r}: use a positive learning rate")
         if not 0 <= self.warmup_ratio < 1:
@@ -199,3 +220,43 @@ def split_options(
 def resolved(config: TrainConfig, options: Any) -> dict[str, Any]:
     """The flat mapping a run saves (and ``--config`` reads back): common settings plus options."""
     return {**dataclasses.asdict(config), **dataclasses.asdict(options)}
+
+
+# Settings that do not change what a run computes: a resumed run may take new values for them.
+RESUMABLE_CHANGES = ("threads", "quiet", "eval_batch_size", "save_every", "keep_checkpoints", "output_dir")
+
+
+def resume_settings(given: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+    """``aroma train --resume``: the run's saved settings, with the flags given (see resume_values)."""
+    from .recipe import get_recipe
+
+    if overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    if not given.get("output_dir"):
+        raise UserInputError("--resume needs --output-dir (the run to continue)")
+    path = Path(given["output_dir"]) / "config.json"
+    if not path.is_file():
+        raise UserInputError(f"{path.parent}: no run to resume (no config.json)")
+    saved = read_config_file(path)
+    return resume_values(saved, given, get_recipe(str(saved.get("method"))).Options)
+
+
+def resume_values(saved: dict[str, Any], given: dict[str, Any], options_cls: type) -> dict[str, Any]:
+    """The settings of a resumed run: the saved ``config.json`` with the flags the user gave, refusing
+    (one line, naming the keys) any flag that would change what the run computes."""
+    hints = field_types(TrainConfig) | field_types(options_cls)
+    changed = []
+    for key, value in given.items():
+        if key in RESUMABLE_CHANGES:
+            continue
+        old = saved.get(key)
+        new = coerce(key, value, hints[key]) if key in hints else value
+        if new != old:
+            changed.append(f"{key}={new!r} (the run has {old!r})")
+    if changed:
+        raise UserInputError(
+            "--resume continues a run with its saved settings; these flags would change it: "
+            + ", ".join(changed)
+            + f" (only {', '.join(RESUMABLE_CHANGES)} may change)"
+        )
+    return saved | {k: v for k, v in given.items() if k in RESUMABLE_CHANGES}

@@ -7,6 +7,8 @@ config where it has one, see ``options.py``). The training loop calls, in order:
     wrap(model) -> param_groups() -> start(optimizer, scheduler)
     per step: loss.backward(); optimizer.step(); after_optimizer_step(step); scheduler.step(); zero_grad()
     delta_weights(); save(directory)
+
+and, to checkpoint and resume, ``state_dict()`` / ``load_state_dict()`` (after ``start``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,14 @@ class Recipe:
         """Method-specific figures for ``metrics.json`` (e.g. SoRA's parameters after pruning)."""
         return {}
 
+    # --- checkpointing (with the model's tensors, optimizer and schedule: an exact resume) ---------------
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state beyond the model, optimizer and schedule (controllers, statistics)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; called after :meth:`start` on a model holding the checkpoint."""
+
     # --- results -----------------------------------------------------------------------------------
     def delta_weights(self) -> dict[str, torch.Tensor]:
         """The learned update dW of each adapted module, by module name."""
@@ -123,6 +133,13 @@ class AdapterRecipe(Recipe):
 
     def delta_weights(self) -> dict[str, torch.Tensor]:
         return {name: layer.delta_weight() for name, layer in self.model.adapter_layers().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's controller (built by ``start``) holds every decision state."""
+        return {"controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
 
     def save(self, directory: Path) -> None:
         """Our format (``adapter/``) and the standard PEFT LoRA export (``adapter_lora/``)."""
