@@ -7,7 +7,8 @@ never grows with the rank; the factors themselves are kept in ``merged_A`` / ``m
 export and unmerging. The live piece is folded into the weight of the one base matmul as well
 (``W + s b a`` costs m*n, tiny next to tokens*m*n) and its gradients are computed from a saved ``x a^T``
 by :class:`FoldedRankOneLinear`, which makes about four passes over the activations instead of the ten
-of ``base(x) + s * b(a(x))``.
+of ``base(x) + s * b(a(x))``. It follows ``torch.autocast`` (bf16 / fp16) and gives an unfrozen base
+bias or weight its gradient.
 """
 
 from __future__ import annotations
@@ -21,30 +22,55 @@ from .config import AromaConfig
 
 
 class FoldedRankOneLinear(torch.autograd.Function):
-    """``y = x (W + s B A)^T + bias`` with gradients for x, B and A only (W and bias are frozen)."""
+    """``y = x (W + s B A)^T + bias`` in one matmul, with the gradients of x, A and B (and of W and the
+    bias if the user unfroze them).
+
+    Under ``torch.autocast`` the products run in the autocast dtype, as ``F.linear`` would, and every
+    gradient comes back in its input's own dtype (fp32 factors stay fp32), so mixed precision works
+    without a custom_fwd tied to one device type.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # noqa: ANN001
-        effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling)  # (m, n)
-        xa = x @ lora_A.t()  # (..., r): all backward needs of x besides x itself
+        dtype = compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(dtype)
+            effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling).to(dtype)  # (m, n)
+            xa = x @ lora_A.to(dtype).t()  # (..., r): all backward needs of x besides x itself
+            out = F.linear(x, effective, None if bias is None else bias.to(dtype))
         ctx.save_for_backward(x, xa, weight, lora_A, lora_B)
         ctx.scaling = scaling
-        return F.linear(x, effective, bias)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: ANN001
         x, xa, weight, lora_A, lora_B = ctx.saved_tensors
         s = ctx.scaling
-        grad_x = grad_b = grad_a = None
-        if ctx.needs_input_grad[0]:
-            # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
-            grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s)
-        gy = grad_y.reshape(-1, grad_y.shape[-1])
-        if ctx.needs_input_grad[4]:
-            grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s)  # (m, r)
-        if ctx.needs_input_grad[3]:
-            grad_a = ((gy @ lora_B).t() @ x.reshape(-1, x.shape[-1])).mul_(s)  # (r, n)
-        return grad_x, None, None, grad_a, grad_b, None
+        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
+        grad_x = grad_w = grad_bias = grad_a = grad_b = None
+        with torch.autocast(x.device.type, enabled=False):
+            grad_y = grad_y.to(x.dtype)
+            if need_x:
+                # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
+                grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s).to(x.dtype)
+            gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, m)
+            x2 = x.reshape(-1, x.shape[-1])  # (tokens, n)
+            if need_b:
+                grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s).to(lora_B.dtype)  # (m, r)
+            if need_a:
+                grad_a = ((gy @ lora_B.to(x.dtype)).t() @ x2).mul_(s).to(lora_A.dtype)  # (r, n)
+            if need_w:
+                grad_w = (gy.t() @ x2).to(weight.dtype)
+            if need_bias:
+                grad_bias = gy.sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a Linear on ``x`` computes in: autocast's if it is on for x's device, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class AromaLinear(AdapterLayer):
