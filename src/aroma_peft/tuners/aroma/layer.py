@@ -9,6 +9,10 @@ export and unmerging. The live piece is folded into the weight of the one base m
 by :class:`FoldedRankOneLinear`, which makes about four passes over the activations instead of the ten
 of ``base(x) + s * b(a(x))``. It follows ``torch.autocast`` (bf16 / fp16) and gives an unfrozen base
 bias or weight its gradient.
+
+The forward branches on a Python flag, never on a tensor: no host-device sync, and ``torch.compile(...,
+fullgraph=True)`` traces it; each step at which modules finish recompiles once (allow as many
+recompiles as a run has finish steps: ``torch._dynamo.config.recompile_limit``).
 """
 
 from __future__ import annotations
@@ -84,11 +88,14 @@ class AromaLinear(AdapterLayer):
         self.lora_B = nn.Parameter(b)  # live piece, (m, r)
         self.register_buffer("merged_A", w.new_zeros(0, self.in_features))  # (rank, n)
         self.register_buffer("merged_B", w.new_zeros(self.out_features, 0))  # (m, rank)
+        # Saved and loaded as the buffer ``finished``; the forward branches on its Python mirror, which
+        # costs no host-device sync and lets torch.compile guard on it (a finish recompiles once).
         self.register_buffer("finished", torch.tensor(False, device=w.device))
+        self._finished = False
 
     @property
     def is_finished(self) -> bool:
-        return bool(self.finished)
+        return self._finished
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_finished:
@@ -129,6 +136,7 @@ class AromaLinear(AdapterLayer):
     def finish(self) -> None:
         """Discard the live piece (Algorithm 1) and freeze the module for good."""
         self.finished.fill_(True)
+        self._finished = True
         self.lora_A.zero_()
         self.lora_B.zero_()
         self.lora_A.requires_grad_(False)
@@ -171,16 +179,20 @@ class AromaLinear(AdapterLayer):
     @torch.no_grad()
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         self.copy_resized(state)
-        self.lora_A.requires_grad_(not self.is_finished)
-        self.lora_B.requires_grad_(not self.is_finished)
+        self._sync_finished()
         r = self.config.r  # re-fold piece by piece, exactly as training did, for bit-identical outputs
         for start in range(0, self.merged_A.shape[0], r):
             self.fold(self.merged_A[start : start + r], self.merged_B[:, start : start + r])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.lora_A.requires_grad_(not self.is_finished)
-        self.lora_B.requires_grad_(not self.is_finished)
+        self._sync_finished()
+
+    def _sync_finished(self) -> None:
+        """After a load: the Python flag and the factors' trainability follow the loaded buffer."""
+        self._finished = bool(self.finished)
+        self.lora_A.requires_grad_(not self._finished)
+        self.lora_B.requires_grad_(not self._finished)
 
 
 def product_inner(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor) -> float:
