@@ -17,12 +17,16 @@ recompiles as a run has finish steps: ``torch._dynamo.config.recompile_limit``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..layer import AdapterLayer
 from .config import AromaConfig
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class FoldedRankOneLinear(torch.autograd.Function):
@@ -86,8 +90,15 @@ class AromaLinear(AdapterLayer):
         a, b = self.new_factors(config.r, generator)
         self.lora_A = nn.Parameter(a)  # live piece, (r, n)
         self.lora_B = nn.Parameter(b)  # live piece, (m, r)
-        self.register_buffer("merged_A", w.new_zeros(0, self.in_features))  # (rank, n)
-        self.register_buffer("merged_B", w.new_zeros(self.out_features, 0))  # (m, rank)
+        zeros = functools.partial(torch.zeros, dtype=self.factor_dtype, device=w.device)
+        self.register_buffer("merged_A", zeros(0, self.in_features))  # (rank, n)
+        self.register_buffer("merged_B", zeros(self.out_features, 0))  # (m, rank)
+        # A low-precision base gets an fp32 master of its folded weight W0 + s B A: pieces are added to
+        # it, and the base weight is its rounding, so merges never lose what rounding at each fold would
+        # (a piece of 5e-3 of W loses ~30% in bf16). Not saved (rebuilt by re-folding on load); dropped
+        # once the module finishes.
+        low = w.dtype in LOW_PRECISION
+        self.register_buffer("master", w.detach().float().clone() if low else None, persistent=False)
         # Saved and loaded as the buffer ``finished``; the forward branches on its Python mirror, which
         # costs no host-device sync and lets torch.compile guard on it (a finish recompiles once).
         self.register_buffer("finished", torch.tensor(False, device=w.device))
@@ -97,16 +108,26 @@ class AromaLinear(AdapterLayer):
     def is_finished(self) -> bool:
         return self._finished
 
+    @property
+    def factor_dtype(self) -> torch.dtype:
+        """fp32 factors on a bf16 / fp16 base (as PEFT): a young piece's Adam steps are below bf16's
+        resolution of the factors; the base weight's dtype otherwise."""
+        dtype = self.base_layer.weight.dtype
+        return torch.float32 if dtype in LOW_PRECISION else dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_finished:
             return self.base_layer(x)
-        if isinstance(self.dropout, nn.Identity):
+        weight = self.base_layer.weight
+        # A low-precision weight that the user trains would part from its master: the unfused path.
+        folded = weight if self.master is None else (None if weight.requires_grad else self.master)
+        if folded is not None and isinstance(self.dropout, nn.Identity):
             return FoldedRankOneLinear.apply(
-                x, self.base_layer.weight, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
+                x, folded, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
             )
-        return self.base_layer(x) + self.scaling * F.linear(
-            F.linear(self.dropout(x), self.lora_A), self.lora_B
-        )
+        result = self.base_layer(x)
+        h = self.dropout(x).to(self.lora_A.dtype)
+        return result + (self.scaling * F.linear(F.linear(h, self.lora_A), self.lora_B)).to(result.dtype)
 
     # --- statistics the controller's criteria use (all from r x r Gram matrices, never m x n) ---------
     def piece_norm(self) -> float:
@@ -115,7 +136,11 @@ class AromaLinear(AdapterLayer):
 
     def weight_norm(self) -> float:
         """``||W0 + s B_{p-1} A_{p-1}||_F``: the folded base weight."""
-        return float(self.base_layer.weight.detach().double().norm())
+        return float(self.folded_weight().detach().double().norm())
+
+    def folded_weight(self) -> torch.Tensor:
+        """``W0 + s B_{p-1} A_{p-1}`` at full precision: the master, or the weight itself."""
+        return self.base_layer.weight if self.master is None else self.master
 
     # --- events -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -142,20 +167,25 @@ class AromaLinear(AdapterLayer):
         self.lora_A.requires_grad_(False)
         self.lora_B.requires_grad_(False)
         self.lora_A.grad = self.lora_B.grad = None
+        self.master = None  # the base weight holds the final rounding; nothing is folded any more
 
     @torch.no_grad()
     def fold(self, a: torch.Tensor, b: torch.Tensor) -> None:
         # The same addmm as the forward, so the folded function is bit-identical to the unfolded one.
-        weight = self.base_layer.weight
-        weight.copy_(torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=self.scaling))
+        target = self.folded_weight()
+        target.copy_(torch.addmm(target, b.to(target.dtype), a.to(target.dtype), alpha=self.scaling))
+        if target is not self.base_layer.weight:
+            self.base_layer.weight.copy_(target)
 
     @torch.no_grad()
     def unfold_all(self) -> None:
         """Subtract every merged piece from the base weight (back to W0 up to rounding)."""
         r = self.config.r
+        target = self.folded_weight()
         for start in reversed(range(0, self.merged_A.shape[0], r)):
             a, b = self.merged_A[start : start + r], self.merged_B[:, start : start + r]
-            self.base_layer.weight.sub_(self.scaling * (b @ a).to(self.base_layer.weight.dtype))
+            target.sub_(self.scaling * (b @ a).to(target.dtype))
+        self.base_layer.weight.copy_(target)
 
     # --- AdapterLayer interface ----------------------------------------------------------------
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -183,10 +213,16 @@ class AromaLinear(AdapterLayer):
         r = self.config.r  # re-fold piece by piece, exactly as training did, for bit-identical outputs
         for start in range(0, self.merged_A.shape[0], r):
             self.fold(self.merged_A[start : start + r], self.merged_B[:, start : start + r])
+        if self.is_finished:
+            self.master = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._sync_finished()
+        weight = state_dict.get(prefix + "base_layer.weight")
+        if self.master is not None and weight is not None:
+            # A full state dict holds the folded weight, rounded: the master restarts from it.
+            self.master = None if self._finished else weight.detach().to(self.master).clone()
 
     def _sync_finished(self) -> None:
         """After a load: the Python flag and the factors' trainability follow the loaded buffer."""
