@@ -54,6 +54,7 @@ def test_every_method_steps_its_optimizer_and_the_json_says_so(tiny_model, tmp_p
         p.numel() for p in BertForSequenceClassification.from_pretrained(tiny_model).parameters()
     )
     assert head < params["aroma"] < params["lora"] < params["full"]  # r = 1 pieces vs LoRA r = 8
+    assert head < params["aroma_late"] == head + (params["aroma"] - head) // 2  # block 0 of 2 finished
     assert (
         methods["aroma"]["controller_median_ms"] is not None
         and methods["forward"]["controller_median_ms"] is None

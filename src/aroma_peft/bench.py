@@ -10,6 +10,9 @@ forward, backward, AdamW step, the method's controller (``controller.step()``, A
   every layer (the embeddings' output requires grad): the least any adapter method can cost.
 - ``forward``: no gradients, eval mode: the cost once nothing below the head trains.
 
+``aroma_late`` is AROMA late in a run: every module of the lower half of the blocks has finished, so
+backpropagation stops at the lowest block that still trains (autograd builds no graph below it).
+
 Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
 same shape. Peak memory comes from one subprocess per method (a process's peak never goes down).
 """
@@ -37,7 +40,8 @@ from .errors import UserInputError
 from .io import atomic_write, write_json
 
 FLOORS = ("frozen", "forward")
-METHODS = ("aroma", "sora", "lora", "adalora", "relora", "full", *FLOORS)
+LATE = "aroma_late"
+METHODS = ("aroma", "sora", "lora", "adalora", "relora", "full", LATE, *FLOORS)
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
 
 
@@ -139,14 +143,16 @@ def build(name: str, config: BenchConfig) -> Runner:
         runner.step = training_step(model, optimizer, runner, inputs)
         model.train()
         return runner
-    recipe_cls = get_recipe(name)
+    recipe_cls = get_recipe("aroma" if name == LATE else name)
     planned = config.total_steps + 1
     train_config = TrainConfig(
-        task=config.task, method=name, output_dir=config.output_dir, model=config.model,
+        task=config.task, method=recipe_cls.name, output_dir=config.output_dir, model=config.model,
         batch_size=config.batch_size, max_seq_len=config.seq_len, max_steps=planned, seed=config.seed,
     )  # fmt: skip
     recipe = recipe_cls(train_config, recipe_cls.Options(), planned)
     model = recipe.wrap(model, block_linears(model), heads)
+    if name == LATE:
+        finish_lower_half(model)
     lr = recipe_cls.default_lr
     optimizer = torch.optim.AdamW(recipe.param_groups(lr, train_config.weight_decay), lr=lr)
     warmup = round(train_config.warmup_ratio * planned) if recipe_cls.scheduler_warmup else 0
@@ -161,6 +167,19 @@ def build(name: str, config: BenchConfig) -> Runner:
     runner.step = training_step(model, optimizer, runner, lambda b: b, after_step)
     model.train()
     return runner
+
+
+def finish_lower_half(model: torch.nn.Module) -> None:
+    """Finish every adapted module of the lower half of the transformer blocks (before the controller
+    is built, which then leaves their parameters out of the optimizer)."""
+    from .train.recipe import BLOCK
+
+    layers = model.adapter_layers()
+    index = {name: int(BLOCK.search(name).group(0).rstrip(".").rpartition(".")[2]) for name in layers}
+    blocks = max(index.values()) + 1
+    for name, layer in layers.items():
+        if index[name] < blocks // 2:
+            layer.finish()
 
 
 def training_step(
@@ -203,9 +222,13 @@ def make_batches(config: BenchConfig, vocab_size: int, num_labels: int, count: i
     return result
 
 
-def time_methods(config: BenchConfig, runners: dict[str, Runner], batches: list[dict]) -> dict[str, list]:
-    """Seconds of every timed step per method: warmup, then rounds of ``steps`` per method in turn."""
+def time_methods(
+    config: BenchConfig, runners: dict[str, Runner], batches: list[dict]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process CPU seconds of every timed step per method: warmup, then rounds of
+    ``steps`` per method in turn. CPU time is what other jobs on a shared machine disturb least."""
     times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     total = len(names) * config.total_steps
     with tqdm(total=total, desc="bench", dynamic_ncols=True, file=sys.stderr) as bar:
@@ -217,11 +240,12 @@ def time_methods(config: BenchConfig, runners: dict[str, Runner], batches: list[
             shift = round_index % len(names)  # rotate the order: no method always runs first
             for name in names[shift:] + names[:shift]:
                 for i in range(config.steps):
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     runners[name].step(batches[i % len(batches)])
                     times[name].append(time.perf_counter() - start)
+                    cpu_times[name].append(time.process_time() - cpu_start)
                     bar.update(1)
-    return times
+    return times, cpu_times
 
 
 def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
@@ -238,8 +262,8 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
         trainable_start = {name: r.trainable() for name, r in runners.items()}
         vocab_size = next(iter(runners.values())).vocab_size
         batches = make_batches(config, vocab_size, get_task(config.task).num_labels)
-        times = time_methods(config, runners, batches)
-        result = summarize(config, runners, times, trainable_start, load_before)
+        times, cpu_times = time_methods(config, runners, batches)
+        result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
         result["command"] = command
     finally:
         torch.set_num_threads(threads)
@@ -254,8 +278,9 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
     return result
 
 
-def summarize(config, runners, times, trainable_start, load_before) -> dict[str, Any]:  # noqa: ANN001
+def summarize(config, runners, times, cpu_times, trainable_start, load_before) -> dict[str, Any]:  # noqa: ANN001
     medians = {name: statistics.median(t) for name, t in times.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu_times.items()}
     methods = {}
     for name, runner in runners.items():
         t = sorted(times[name])
@@ -268,10 +293,14 @@ def summarize(config, runners, times, trainable_start, load_before) -> dict[str,
             "trainable_params_start": trainable_start[name],
             "trainable_params_end": runner.trainable(),
             "controller_median_ms": statistics.median(controller) * 1e3 if controller else None,
+            "cpu_median_s": cpu_medians[name],
             "step_times_s": times[name],
+            "step_cpu_times_s": cpu_times[name],
         }
         for floor in FLOORS:
             methods[name][f"vs_{floor}"] = medians[name] / medians[floor] if floor in medians else None
+            cpu_ratio = cpu_medians[name] / cpu_medians[floor] if floor in cpu_medians else None
+            methods[name][f"cpu_vs_{floor}"] = cpu_ratio
     return {
         "config": asdict(config),
         "machine": machine(),
@@ -314,13 +343,15 @@ def markdown(result: dict[str, Any]) -> str:
     header = (
         "| method | trainable params (start / end) | median s/step | p90 s/step | vs frozen | vs forward |"
     )
-    header += " controller ms |" + (" peak memory (MB) |" if has_memory else "")
+    header += " CPU s/step | CPU vs frozen | controller ms |" + (" peak memory (MB) |" if has_memory else "")
     lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     for name, v in result["methods"].items():
         ratio = [f"{v[f'vs_{f}']:.3f}x" if v[f"vs_{f}"] is not None else "-" for f in FLOORS]
         ctl = f"{v['controller_median_ms']:.2f}" if v["controller_median_ms"] is not None else "-"
         row = f"| {name} | {v['trainable_params_start']:,} / {v['trainable_params_end']:,} |"
-        row += f" {v['median_s']:.3f} | {v['p90_s']:.3f} | {ratio[0]} | {ratio[1]} | {ctl} |"
+        row += f" {v['median_s']:.3f} | {v['p90_s']:.3f} | {ratio[0]} | {ratio[1]} |"
+        cpu_ratio = f"{v['cpu_vs_frozen']:.3f}x" if v["cpu_vs_frozen"] is not None else "-"
+        row += f" {v['cpu_median_s']:.3f} | {cpu_ratio} | {ctl} |"
         row += f" {v['peak_memory_mb']:.0f} |" if has_memory else ""
         lines.append(row)
     return "\n".join(lines) + "\n"
