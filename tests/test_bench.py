@@ -85,3 +85,10 @@ def test_bad_input_is_one_line(tiny_model, tmp_path, capsys, args, match) -> Non
     assert bench(tiny_model, tmp_path, *args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("aroma bench: error:") and match in err and "\n" not in err
+
+
+def test_bf16_autocast_bench_steps_aroma_and_lora(tiny_model, tmp_path) -> None:
+    assert bench(tiny_model, tmp_path, "--methods", "aroma,lora,frozen", "--bf16") == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["config"]["bf16"] and "bf16 autocast" in (tmp_path / "bench.md").read_text()
+    assert all(v["optimizer_steps"] == 5 for v in result["methods"].values())

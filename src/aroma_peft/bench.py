@@ -60,6 +60,9 @@ class BenchConfig:
     steps: int = field(default=15, metadata={"help": "Timed steps per method per round."})
     warmup: int = field(default=3, metadata={"help": "Untimed steps per method before the first round."})
     threads: int | None = field(default=None, metadata={"help": "Torch CPU threads; default: torch's."})
+    bf16: bool = field(
+        default=False, metadata={"help": "Run forward and loss under torch.autocast(bfloat16)."}
+    )
     memory: bool = field(
         default=False, metadata={"help": "Also measure peak memory, one subprocess per method (slower)."}
     )
@@ -122,7 +125,7 @@ def build(name: str, config: BenchConfig) -> Runner:
         model.requires_grad_(False).eval()
 
         def forward_step(batch: dict[str, torch.Tensor]) -> None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(config):
                 model(**batch)
 
         return Runner(name, model, forward_step)
@@ -140,7 +143,7 @@ def build(name: str, config: BenchConfig) -> Runner:
             return {k: v for k, v in batch.items() if k != "input_ids"} | {"inputs_embeds": embeds}
 
         runner = Runner(name, model)
-        runner.step = training_step(model, optimizer, runner, inputs)
+        runner.step = training_step(model, optimizer, runner, inputs, config)
         model.train()
         return runner
     recipe_cls = get_recipe("aroma" if name == LATE else name)
@@ -164,7 +167,7 @@ def build(name: str, config: BenchConfig) -> Runner:
         recipe.after_optimizer_step(runner.optimizer_steps[0])
         scheduler.step()
 
-    runner.step = training_step(model, optimizer, runner, lambda b: b, after_step)
+    runner.step = training_step(model, optimizer, runner, lambda b: b, config, after_step)
     model.train()
     return runner
 
@@ -187,6 +190,7 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     runner: Runner,
     inputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    config: BenchConfig,
     after_step: Callable[[], None] = lambda: None,
 ) -> Callable[[dict[str, torch.Tensor]], None]:
     """The loop's step: forward, backward, optimizer step, controller and schedule, zero_grad."""
@@ -197,7 +201,9 @@ def training_step(
     optimizer.register_step_post_hook(count)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        model(**inputs(batch)).loss.backward()
+        with autocast(config):
+            loss = model(**inputs(batch)).loss
+        loss.backward()
         optimizer.step()
         start = time.perf_counter()
         after_step()
@@ -205,6 +211,11 @@ def training_step(
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def autocast(config: BenchConfig) -> torch.autocast:
+    """bf16 autocast (as ``Trainer(bf16=True)``) when asked, else a disabled one."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16)
 
 
 def make_batches(config: BenchConfig, vocab_size: int, num_labels: int, count: int = 4) -> list[dict]:
@@ -330,7 +341,8 @@ def markdown(result: dict[str, Any]) -> str:
     load = result["load_average"]
     lines = [
         f"Seconds per optimizer step, {c['task']} head, batch {c['batch_size']} x {c['seq_len']} tokens, "
-        f"model {c['model'] or 'MiniLM (default)'}; {c['rounds']} interleaved rounds of {c['steps']} steps "
+        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}; "
+        f"{c['rounds']} interleaved rounds of {c['steps']} steps "
         f"after {c['warmup']} warmup steps per method.",
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
