@@ -42,7 +42,12 @@ class AdapterLayer(nn.Module):
         bound = 1.0 / math.sqrt(self.in_features)  # kaiming_uniform_(a=sqrt(5)) on a fan_in of n
         a.uniform_(-bound, bound, generator=generator)
         b = torch.zeros(self.out_features, rank, dtype=torch.float32)
-        return a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
+        return a.to(device=w.device, dtype=self.factor_dtype), b.to(device=w.device, dtype=self.factor_dtype)
+
+    @property
+    def factor_dtype(self) -> torch.dtype:
+        """The dtype of the adapter factors: the base weight's (a method may keep them in fp32)."""
+        return self.base_layer.weight.dtype
 
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """The learned update as ``scale * B @ A`` with A (rank x in) and B (out x rank)."""

@@ -7,10 +7,17 @@ never grows with the rank; the factors themselves are kept in ``merged_A`` / ``m
 export and unmerging. The live piece is folded into the weight of the one base matmul as well
 (``W + s b a`` costs m*n, tiny next to tokens*m*n) and its gradients are computed from a saved ``x a^T``
 by :class:`FoldedRankOneLinear`, which makes about four passes over the activations instead of the ten
-of ``base(x) + s * b(a(x))``.
+of ``base(x) + s * b(a(x))``. It follows ``torch.autocast`` (bf16 / fp16) and gives an unfrozen base
+bias or weight its gradient.
+
+The forward branches on a Python flag, never on a tensor: no host-device sync, and ``torch.compile(...,
+fullgraph=True)`` traces it; each step at which modules finish recompiles once (allow as many
+recompiles as a run has finish steps: ``torch._dynamo.config.recompile_limit``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -19,32 +26,59 @@ from torch import nn
 from ..layer import AdapterLayer
 from .config import AromaConfig
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
 
 class FoldedRankOneLinear(torch.autograd.Function):
-    """``y = x (W + s B A)^T + bias`` with gradients for x, B and A only (W and bias are frozen)."""
+    """``y = x (W + s B A)^T + bias`` in one matmul, with the gradients of x, A and B (and of W and the
+    bias if the user unfroze them).
+
+    Under ``torch.autocast`` the products run in the autocast dtype, as ``F.linear`` would, and every
+    gradient comes back in its input's own dtype (fp32 factors stay fp32), so mixed precision works
+    without a custom_fwd tied to one device type.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # noqa: ANN001
-        effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling)  # (m, n)
-        xa = x @ lora_A.t()  # (..., r): all backward needs of x besides x itself
+        dtype = compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(dtype)
+            effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling).to(dtype)  # (m, n)
+            xa = x @ lora_A.to(dtype).t()  # (..., r): all backward needs of x besides x itself
+            out = F.linear(x, effective, None if bias is None else bias.to(dtype))
         ctx.save_for_backward(x, xa, weight, lora_A, lora_B)
         ctx.scaling = scaling
-        return F.linear(x, effective, bias)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: ANN001
         x, xa, weight, lora_A, lora_B = ctx.saved_tensors
         s = ctx.scaling
-        grad_x = grad_b = grad_a = None
-        if ctx.needs_input_grad[0]:
-            # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
-            grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s)
-        gy = grad_y.reshape(-1, grad_y.shape[-1])
-        if ctx.needs_input_grad[4]:
-            grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s)  # (m, r)
-        if ctx.needs_input_grad[3]:
-            grad_a = ((gy @ lora_B).t() @ x.reshape(-1, x.shape[-1])).mul_(s)  # (r, n)
-        return grad_x, None, None, grad_a, grad_b, None
+        need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
+        grad_x = grad_w = grad_bias = grad_a = grad_b = None
+        with torch.autocast(x.device.type, enabled=False):
+            grad_y = grad_y.to(x.dtype)
+            if need_x:
+                # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
+                grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s).to(x.dtype)
+            gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, m)
+            x2 = x.reshape(-1, x.shape[-1])  # (tokens, n)
+            if need_b:
+                grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s).to(lora_B.dtype)  # (m, r)
+            if need_a:
+                grad_a = ((gy @ lora_B.to(x.dtype)).t() @ x2).mul_(s).to(lora_A.dtype)  # (r, n)
+            if need_w:
+                grad_w = (gy.t() @ x2).to(weight.dtype)
+            if need_bias:
+                grad_bias = gy.sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a Linear on ``x`` computes in: autocast's if it is on for x's device, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class AromaLinear(AdapterLayer):
@@ -56,24 +90,44 @@ class AromaLinear(AdapterLayer):
         a, b = self.new_factors(config.r, generator)
         self.lora_A = nn.Parameter(a)  # live piece, (r, n)
         self.lora_B = nn.Parameter(b)  # live piece, (m, r)
-        self.register_buffer("merged_A", w.new_zeros(0, self.in_features))  # (rank, n)
-        self.register_buffer("merged_B", w.new_zeros(self.out_features, 0))  # (m, rank)
+        zeros = functools.partial(torch.zeros, dtype=self.factor_dtype, device=w.device)
+        self.register_buffer("merged_A", zeros(0, self.in_features))  # (rank, n)
+        self.register_buffer("merged_B", zeros(self.out_features, 0))  # (m, rank)
+        # A low-precision base gets an fp32 master of its folded weight W0 + s B A: pieces are added to
+        # it, and the base weight is its rounding, so merges never lose what rounding at each fold would
+        # (a piece of 5e-3 of W loses ~30% in bf16). Not saved (rebuilt by re-folding on load); dropped
+        # once the module finishes.
+        low = w.dtype in LOW_PRECISION
+        self.register_buffer("master", w.detach().float().clone() if low else None, persistent=False)
+        # Saved and loaded as the buffer ``finished``; the forward branches on its Python mirror, which
+        # costs no host-device sync and lets torch.compile guard on it (a finish recompiles once).
         self.register_buffer("finished", torch.tensor(False, device=w.device))
+        self._finished = False
 
     @property
     def is_finished(self) -> bool:
-        return bool(self.finished)
+        return self._finished
+
+    @property
+    def factor_dtype(self) -> torch.dtype:
+        """fp32 factors on a bf16 / fp16 base (as PEFT): a young piece's Adam steps are below bf16's
+        resolution of the factors; the base weight's dtype otherwise."""
+        dtype = self.base_layer.weight.dtype
+        return torch.float32 if dtype in LOW_PRECISION else dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_finished:
             return self.base_layer(x)
-        if isinstance(self.dropout, nn.Identity):
+        weight = self.base_layer.weight
+        # A low-precision weight that the user trains would part from its master: the unfused path.
+        folded = weight if self.master is None else (None if weight.requires_grad else self.master)
+        if folded is not None and isinstance(self.dropout, nn.Identity):
             return FoldedRankOneLinear.apply(
-                x, self.base_layer.weight, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
+                x, folded, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling
             )
-        return self.base_layer(x) + self.scaling * F.linear(
-            F.linear(self.dropout(x), self.lora_A), self.lora_B
-        )
+        result = self.base_layer(x)
+        h = self.dropout(x).to(self.lora_A.dtype)
+        return result + (self.scaling * F.linear(F.linear(h, self.lora_A), self.lora_B)).to(result.dtype)
 
     # --- statistics the controller's criteria use (all from r x r Gram matrices, never m x n) ---------
     def piece_norm(self) -> float:
@@ -82,7 +136,11 @@ class AromaLinear(AdapterLayer):
 
     def weight_norm(self) -> float:
         """``||W0 + s B_{p-1} A_{p-1}||_F``: the folded base weight."""
-        return float(self.base_layer.weight.detach().double().norm())
+        return float(self.folded_weight().detach().double().norm())
+
+    def folded_weight(self) -> torch.Tensor:
+        """``W0 + s B_{p-1} A_{p-1}`` at full precision: the master, or the weight itself."""
+        return self.base_layer.weight if self.master is None else self.master
 
     # --- events -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -103,25 +161,31 @@ class AromaLinear(AdapterLayer):
     def finish(self) -> None:
         """Discard the live piece (Algorithm 1) and freeze the module for good."""
         self.finished.fill_(True)
+        self._finished = True
         self.lora_A.zero_()
         self.lora_B.zero_()
         self.lora_A.requires_grad_(False)
         self.lora_B.requires_grad_(False)
         self.lora_A.grad = self.lora_B.grad = None
+        self.master = None  # the base weight holds the final rounding; nothing is folded any more
 
     @torch.no_grad()
     def fold(self, a: torch.Tensor, b: torch.Tensor) -> None:
         # The same addmm as the forward, so the folded function is bit-identical to the unfolded one.
-        weight = self.base_layer.weight
-        weight.copy_(torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=self.scaling))
+        target = self.folded_weight()
+        target.copy_(torch.addmm(target, b.to(target.dtype), a.to(target.dtype), alpha=self.scaling))
+        if target is not self.base_layer.weight:
+            self.base_layer.weight.copy_(target)
 
     @torch.no_grad()
     def unfold_all(self) -> None:
         """Subtract every merged piece from the base weight (back to W0 up to rounding)."""
         r = self.config.r
+        target = self.folded_weight()
         for start in reversed(range(0, self.merged_A.shape[0], r)):
             a, b = self.merged_A[start : start + r], self.merged_B[:, start : start + r]
-            self.base_layer.weight.sub_(self.scaling * (b @ a).to(self.base_layer.weight.dtype))
+            target.sub_(self.scaling * (b @ a).to(target.dtype))
+        self.base_layer.weight.copy_(target)
 
     # --- AdapterLayer interface ----------------------------------------------------------------
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -146,16 +210,26 @@ class AromaLinear(AdapterLayer):
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         self.unfold_all()  # pieces merged before (a trained model) would otherwise count twice
         self.copy_resized(state)
-        self.lora_A.requires_grad_(not self.is_finished)
-        self.lora_B.requires_grad_(not self.is_finished)
+        self._sync_finished()
         r = self.config.r  # re-fold piece by piece, exactly as training did, for bit-identical outputs
         for start in range(0, self.merged_A.shape[0], r):
             self.fold(self.merged_A[start : start + r], self.merged_B[:, start : start + r])
+        if self.is_finished:
+            self.master = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.lora_A.requires_grad_(not self.is_finished)
-        self.lora_B.requires_grad_(not self.is_finished)
+        self._sync_finished()
+        weight = state_dict.get(prefix + "base_layer.weight")
+        if self.master is not None and weight is not None:
+            # A full state dict holds the folded weight, rounded: the master restarts from it.
+            self.master = None if self._finished else weight.detach().to(self.master).clone()
+
+    def _sync_finished(self) -> None:
+        """After a load: the Python flag and the factors' trainability follow the loaded buffer."""
+        self._finished = bool(self.finished)
+        self.lora_A.requires_grad_(not self._finished)
+        self.lora_B.requires_grad_(not self._finished)
 
 
 def product_inner(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor) -> float:

@@ -1,0 +1,400 @@
+"""``aroma bench``: seconds per optimizer step of every method, measured the way users train.
+
+Every method is built by its ``aroma train`` recipe (same targets, heads, optimizer, schedule and
+controller), the model is in training mode with its config's dropout, and a step is the whole step:
+forward, backward, AdamW step, the method's controller (``controller.step()``, AdaLoRA's
+``update_and_allocate``), the schedule and ``zero_grad``. Methods live in one process and take turns
+(a block of steps each, the order rotated every round), so machine noise hits them alike. Two floors:
+
+- ``frozen``: the frozen base whose head trains with the same optimizer and whose gradients flow through
+  every layer (the embeddings' output requires grad): the least any adapter method can cost.
+- ``forward``: no gradients, eval mode: the cost once nothing below the head trains.
+
+``aroma_late`` is AROMA late in a run: every module of the lower half of the blocks has finished, so
+backpropagation stops at the lowest block that still trains (autograd builds no graph below it).
+
+Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
+same shape. Peak memory comes from one subprocess per method (a process's peak never goes down).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .data.glue import get_task
+from .errors import UserInputError
+from .io import atomic_write, write_json
+
+FLOORS = ("frozen", "forward")
+LATE = "aroma_late"
+METHODS = ("aroma", "sora", "lora", "adalora", "relora", "full", LATE, *FLOORS)
+JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
+
+
+@dataclass
+class BenchConfig:
+    """What to time; every field is an ``aroma bench`` flag."""
+
+    model: str | None = field(default=None, metadata={"help": "Model folder or hub name; default: MiniLM."})
+    task: str = field(default="sst2", metadata={"help": "GLUE task: sets the head (labels, regression)."})
+    batch_size: int = field(default=32, metadata={"help": "Examples per step."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per example (every step has this shape)."})
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS), metadata={"help": f"Comma-separated: {', '.join(METHODS)}."}
+    )
+    rounds: int = field(default=5, metadata={"help": "Interleaved rounds (each method once per round)."})
+    steps: int = field(default=15, metadata={"help": "Timed steps per method per round."})
+    warmup: int = field(default=3, metadata={"help": "Untimed steps per method before the first round."})
+    threads: int | None = field(default=None, metadata={"help": "Torch CPU threads; default: torch's."})
+    bf16: bool = field(
+        default=False, metadata={"help": "Run forward and loss under torch.autocast(bfloat16)."}
+    )
+    memory: bool = field(
+        default=False, metadata={"help": "Also measure peak memory, one subprocess per method (slower)."}
+    )
+    output_dir: str = field(default="", metadata={"help": "Folder for bench.json and bench.md."})
+    seed: int = 0
+
+    def check(self) -> None:
+        problems = [f"--methods: unknown {m!r}" for m in self.methods if m not in METHODS]
+        problems += [f"--methods: {m!r} given twice" for m in set(self.methods) if self.methods.count(m) > 1]
+        problems += ["--methods: give at least one method"] if not self.methods else []
+        for name in ("batch_size", "seq_len", "rounds", "steps", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')}={value}: use an integer >= 1")
+        if self.warmup < 0:
+            problems.append(f"--warmup={self.warmup}: use an integer >= 0")
+        if not self.output_dir:
+            problems.append("--output-dir is required")
+        if problems:
+            raise UserInputError("; ".join(problems) + f" (methods: {', '.join(METHODS)})")
+        get_task(self.task)  # names the task if it is unknown
+
+    @property
+    def total_steps(self) -> int:
+        """Steps each method takes; the recipes plan one more, so no schedule ends inside the bench."""
+        return self.warmup + self.rounds * self.steps
+
+
+@dataclass
+class Runner:
+    """One method, ready to step: ``step(batch)`` is one optimizer step (forward only for ``forward``)."""
+
+    name: str
+    model: torch.nn.Module
+    step: Callable[[dict[str, torch.Tensor]], None] = lambda batch: None
+
+    def trainable(self) -> int:
+        """Parameters that train now (AROMA's finished modules no longer count)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_input_embeddings().num_embeddings
+
+    optimizer_steps: list[int] = field(default_factory=lambda: [0])
+    controller_times: list[float] = field(default_factory=list)
+
+
+def build(name: str, config: BenchConfig) -> Runner:
+    """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors."""
+    from .train.config import TrainConfig
+    from .train.loop import linear_schedule, load_model
+    from .train.recipe import block_linears, default_heads, get_recipe
+    from .tuners.model import find_saved_modules
+
+    spec = get_task(config.task)
+    _, model = load_model(config.model, spec, config.seed)
+    heads = find_saved_modules(model, default_heads(model))
+    if name == "forward":
+        model.requires_grad_(False).eval()
+
+        def forward_step(batch: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad(), autocast(config):
+                model(**batch)
+
+        return Runner(name, model, forward_step)
+    if name == "frozen":
+        model.requires_grad_(False)
+        params = [p for h in heads for p in model.get_submodule(h).parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        embed = model.get_input_embeddings()
+
+        def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            # A leaf that requires grad below the lowest layer: backward runs through every block.
+            embeds = embed(batch["input_ids"]).detach().requires_grad_()
+            return {k: v for k, v in batch.items() if k != "input_ids"} | {"inputs_embeds": embeds}
+
+        runner = Runner(name, model)
+        runner.step = training_step(model, optimizer, runner, inputs, config)
+        model.train()
+        return runner
+    recipe_cls = get_recipe("aroma" if name == LATE else name)
+    planned = config.total_steps + 1
+    train_config = TrainConfig(
+        task=config.task, method=recipe_cls.name, output_dir=config.output_dir, model=config.model,
+        batch_size=config.batch_size, max_seq_len=config.seq_len, max_steps=planned, seed=config.seed,
+    )  # fmt: skip
+    recipe = recipe_cls(train_config, recipe_cls.Options(), planned)
+    model = recipe.wrap(model, block_linears(model), heads)
+    if name == LATE:
+        finish_lower_half(model)
+    lr = recipe_cls.default_lr
+    optimizer = torch.optim.AdamW(recipe.param_groups(lr, train_config.weight_decay), lr=lr)
+    warmup = round(train_config.warmup_ratio * planned) if recipe_cls.scheduler_warmup else 0
+    scheduler = linear_schedule(optimizer, warmup, planned)
+    recipe.start(optimizer, scheduler)
+    runner = Runner(name, model)
+
+    def after_step() -> None:
+        recipe.after_optimizer_step(runner.optimizer_steps[0])
+        scheduler.step()
+
+    runner.step = training_step(model, optimizer, runner, lambda b: b, config, after_step)
+    model.train()
+    return runner
+
+
+def finish_lower_half(model: torch.nn.Module) -> None:
+    """Finish every adapted module of the lower half of the transformer blocks (before the controller
+    is built, which then leaves their parameters out of the optimizer)."""
+    from .train.recipe import BLOCK
+
+    layers = model.adapter_layers()
+    index = {name: int(BLOCK.search(name).group(0).rstrip(".").rpartition(".")[2]) for name in layers}
+    blocks = max(index.values()) + 1
+    for name, layer in layers.items():
+        if index[name] < blocks // 2:
+            layer.finish()
+
+
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    runner: Runner,
+    inputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    config: BenchConfig,
+    after_step: Callable[[], None] = lambda: None,
+) -> Callable[[dict[str, torch.Tensor]], None]:
+    """The loop's step: forward, backward, optimizer step, controller and schedule, zero_grad."""
+
+    def count(*_: Any) -> None:
+        runner.optimizer_steps[0] += 1
+
+    optimizer.register_step_post_hook(count)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        with autocast(config):
+            loss = model(**inputs(batch)).loss
+        loss.backward()
+        optimizer.step()
+        start = time.perf_counter()
+        after_step()
+        runner.controller_times.append(time.perf_counter() - start)
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def autocast(config: BenchConfig) -> torch.autocast:
+    """bf16 autocast (as ``Trainer(bf16=True)``) when asked, else a disabled one."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16)
+
+
+def make_batches(config: BenchConfig, vocab_size: int, num_labels: int, count: int = 4) -> list[dict]:
+    """``count`` batches of random ids of exactly batch_size x seq_len, labels for the task's head."""
+    g = torch.Generator().manual_seed(config.seed)
+    shape = (config.batch_size, config.seq_len)
+    result = []
+    for _ in range(count):
+        ids = torch.randint(0, vocab_size, shape, generator=g)
+        if num_labels == 1:
+            labels = torch.rand(config.batch_size, generator=g) * 5
+        else:
+            labels = torch.randint(0, num_labels, (config.batch_size,), generator=g)
+        result.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return result
+
+
+def time_methods(
+    config: BenchConfig, runners: dict[str, Runner], batches: list[dict]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process CPU seconds of every timed step per method: warmup, then rounds of
+    ``steps`` per method in turn. CPU time is what other jobs on a shared machine disturb least."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    total = len(names) * config.total_steps
+    with tqdm(total=total, desc="bench", dynamic_ncols=True, file=sys.stderr) as bar:
+        for name in names:
+            for i in range(config.warmup):
+                runners[name].step(batches[i % len(batches)])
+                bar.update(1)
+        for round_index in range(config.rounds):
+            shift = round_index % len(names)  # rotate the order: no method always runs first
+            for name in names[shift:] + names[:shift]:
+                for i in range(config.steps):
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    runners[name].step(batches[i % len(batches)])
+                    times[name].append(time.perf_counter() - start)
+                    cpu_times[name].append(time.process_time() - cpu_start)
+                    bar.update(1)
+    return times, cpu_times
+
+
+def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
+    """Time every method, write ``bench.json`` and ``bench.md`` to the output folder; returns the JSON.
+    ``command`` (the command line that ran it) is recorded with the results."""
+    config.check()
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        load_before = os.getloadavg()
+        torch.manual_seed(config.seed)
+        runners = {name: build(name, config) for name in config.methods}
+        trainable_start = {name: r.trainable() for name, r in runners.items()}
+        vocab_size = next(iter(runners.values())).vocab_size
+        batches = make_batches(config, vocab_size, get_task(config.task).num_labels)
+        times, cpu_times = time_methods(config, runners, batches)
+        result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
+        result["command"] = command
+    finally:
+        torch.set_num_threads(threads)
+    if config.memory:
+        for name in config.methods:
+            result["methods"][name]["peak_memory_mb"] = peak_memory(config, name)
+    out = Path(config.output_dir)
+    write_json(out / JSON_NAME, result)
+    text = markdown(result)
+    atomic_write(out / MARKDOWN_NAME, lambda tmp: Path(tmp).write_text(text))
+    print(text)
+    return result
+
+
+def summarize(config, runners, times, cpu_times, trainable_start, load_before) -> dict[str, Any]:  # noqa: ANN001
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu_times.items()}
+    methods = {}
+    for name, runner in runners.items():
+        t = sorted(times[name])
+        controller = runner.controller_times[config.warmup :]
+        methods[name] = {
+            "median_s": medians[name],
+            "p90_s": t[min(len(t) - 1, round(0.9 * (len(t) - 1)))],
+            "timed_steps": len(t),
+            "optimizer_steps": runner.optimizer_steps[0],
+            "trainable_params_start": trainable_start[name],
+            "trainable_params_end": runner.trainable(),
+            "controller_median_ms": statistics.median(controller) * 1e3 if controller else None,
+            "cpu_median_s": cpu_medians[name],
+            "step_times_s": times[name],
+            "step_cpu_times_s": cpu_times[name],
+        }
+        for floor in FLOORS:
+            methods[name][f"vs_{floor}"] = medians[name] / medians[floor] if floor in medians else None
+            cpu_ratio = cpu_medians[name] / cpu_medians[floor] if floor in cpu_medians else None
+            methods[name][f"cpu_vs_{floor}"] = cpu_ratio
+    return {
+        "config": asdict(config),
+        "machine": machine(),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "methods": methods,
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (model and flags), the threads and the torch build the timings come from."""
+    from .train.loop import machine as run_machine
+
+    info = run_machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = []
+    if cpuinfo.is_file():
+        lines = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith(("flags", "Features"))]
+        flags = lines[0].split(":", 1)[1].split() if lines else []
+    return info | {"cpu_flags": flags, "platform": platform.platform()}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    c, m = result["config"], result["machine"]
+    simd = [
+        f for f in m["cpu_flags"] if f.startswith(("avx", "amx", "fma", "sse4_2", "f16c", "asimd", "sve"))
+    ]
+    load = result["load_average"]
+    lines = [
+        f"Seconds per optimizer step, {c['task']} head, batch {c['batch_size']} x {c['seq_len']} tokens, "
+        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}; "
+        f"{c['rounds']} interleaved rounds of {c['steps']} steps "
+        f"after {c['warmup']} warmup steps per method.",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+        f"torch {m['torch']}; SIMD flags: {' '.join(simd) or 'none listed'}; load average (1 min) "
+        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after.",
+    ]
+    if result["command"]:
+        lines += ["", f"Command: `{result['command']}`"]
+    has_memory = any("peak_memory_mb" in v for v in result["methods"].values())
+    header = (
+        "| method | trainable params (start / end) | median s/step | p90 s/step | vs frozen | vs forward |"
+    )
+    header += " CPU s/step | CPU vs frozen | controller ms |" + (" peak memory (MB) |" if has_memory else "")
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
+    for name, v in result["methods"].items():
+        ratio = [f"{v[f'vs_{f}']:.3f}x" if v[f"vs_{f}"] is not None else "-" for f in FLOORS]
+        ctl = f"{v['controller_median_ms']:.2f}" if v["controller_median_ms"] is not None else "-"
+        row = f"| {name} | {v['trainable_params_start']:,} / {v['trainable_params_end']:,} |"
+        row += f" {v['median_s']:.3f} | {v['p90_s']:.3f} | {ratio[0]} | {ratio[1]} |"
+        cpu_ratio = f"{v['cpu_vs_frozen']:.3f}x" if v["cpu_vs_frozen"] is not None else "-"
+        row += f" {v['cpu_median_s']:.3f} | {cpu_ratio} | {ctl} |"
+        row += f" {v['peak_memory_mb']:.0f} |" if has_memory else ""
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def peak_memory(config: BenchConfig, name: str) -> float:
+    """Peak resident memory (MB) of a fresh process that builds ``name`` and takes a few steps."""
+    probe = asdict(config) | {"methods": [name], "rounds": 1, "steps": 2, "warmup": 1, "memory": False}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aroma_peft.bench", json.dumps(probe)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"TQDM_DISABLE": "1"},
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserInputError(f"peak memory of {name}: the subprocess failed ({last})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_memory_mb"]
+
+
+def _memory_probe(config: BenchConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    spec = get_task(config.task)
+    runner = build(config.methods[0], config)
+    vocab_size = runner.vocab_size
+    for batch in make_batches(config, vocab_size, spec.num_labels, count=config.total_steps):
+        runner.step(batch)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    print(json.dumps({"peak_memory_mb": peak_kb / 1024}))
+
+
+if __name__ == "__main__":
+    _memory_probe(BenchConfig(**json.loads(sys.argv[1])))
