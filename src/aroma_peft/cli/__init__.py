@@ -1,8 +1,10 @@
-"""The ``aroma`` command: ``aroma train`` and ``aroma report``, thin layers over library functions."""
+"""The ``aroma`` command: ``aroma train``, ``aroma report`` and ``aroma merge``, thin layers over
+library functions."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..errors import UserInputError
@@ -11,18 +13,24 @@ from ..errors import UserInputError
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block), exit status 2."""
 
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        # argparse takes "-1e-3" for a flag ("expected one argument"): any number is a value.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import report, train
+    from . import merge, report, train
 
     parser = Parser(prog="aroma", description="Adaptive-rank fine-tuning of transformers models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train.add_parser(commands)
     report.add_parser(commands)
+    merge.add_parser(commands)
     return parser
 
 

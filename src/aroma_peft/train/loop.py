@@ -14,15 +14,16 @@ import torch
 from tqdm import tqdm
 
 from .. import metrics as glue_metrics
-from ..data.glue import TaskSpec, get_task, load_task
+from ..data.glue import TaskSpec, get_task, load_task, majority_baseline
 from ..errors import UserInputError
-from ..models import resolve_model
+from ..models import check_module_names, resolve_model
 from ..rank import effective_rank
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
 from . import batches, outputs
 from .config import TrainConfig, resolved
 from .recipe import Recipe, block_linears, default_heads, get_recipe
+from .summary import run_summary
 
 MEMORIZATION_EXAMPLES = 1000  # SoRA's study: the metric on 1,000 training examples
 
@@ -55,8 +56,10 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     recipe = recipe_cls(config, options, total_steps)
 
-    heads = find_saved_modules(model, config.modules_to_save or default_heads(model))
-    targets = block_linears(model) if config.target_modules is None else config.target_modules
+    heads = check_module_names(model, config.modules_to_save, "modules_to_save") or default_heads(model)
+    heads = find_saved_modules(model, heads)
+    targets = check_module_names(model, config.target_modules, "target_modules", linear=True)
+    targets = block_linears(model) if targets is None else targets
     head_params = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
     model = recipe.wrap(model, targets, heads)
     lr = config.lr or recipe_cls.default_lr
@@ -161,9 +164,9 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
     result |= recipe.summary()
     if stages:
         result["stages"] = summarize_stages(stages, higher_is_better=True)
+    result["majority_baseline"] = majority_baseline(spec, train_examples, data, config.max_eval_samples)
     writer.write_json(outputs.METRICS, result)
-    main = spec.main_metric
-    say(f"done: best {main} {result['best'][main]:.4f}, final {result['final'][main]:.4f}")
+    say(run_summary(result, out))
     return result
 
 
