@@ -13,7 +13,7 @@ def add_parser(commands: Any) -> None:
         description="Merge a finished run's learned update into its base model and save the result with "
         "save_pretrained (model and tokenizer): AutoModelForSequenceClassification.from_pretrained loads it.",
     )
-    parser.add_argument("run", metavar="RUN_DIR", help="output folder of `aroma train`")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="output folder of `aroma train`")
     parser.add_argument("--output-dir", required=True, help="new (or empty) folder for the merged model")
     parser.set_defaults(run=run)
 
@@ -21,4 +21,4 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..train.merge import merge_run
 
-    print(merge_run(args.run, args.output_dir))
+    print(merge_run(args.run_dir, args.output_dir))
