@@ -236,14 +236,11 @@ def test_bad_data_and_model(tmp_path, capsys):
     not_a_model = tmp_path / "model"
     not_a_model.mkdir()
     (not_a_model / "config.json").write_text("{broken")
-    code, err = cli(
-        [*base, "--data-dir", tmp_path / "glue", "--model", not_a_model, "--output-dir", tmp_path / "c"], capsys
-    )
+    base += ["--data-dir", tmp_path / "glue", "--output-dir", tmp_path / "c"]
+    code, err = cli([*base, "--model", not_a_model], capsys)
     assert_one_line_error(code, err, f"{not_a_model}: not a usable model")
     missing = tmp_path / "no-such-model"
-    code, err = cli(
-        [*base, "--data-dir", tmp_path / "glue", "--model", missing, "--output-dir", tmp_path / "c"], capsys
-    )
+    code, err = cli([*base, "--model", missing], capsys)
     assert_one_line_error(code, err, f"{missing}: no such folder, and not found on the hub")
 
 
