@@ -121,6 +121,8 @@ def test_merge(tmp_path, capsys):
     assert_one_line_error(
         code, err, "--output-dir " + str(tmp_path / "full") + ": exists and is not an empty folder"
     )
+    code, err = cli(["merge", run, "--output-dir", tmp_path / "full", "--overwrite"], capsys)
+    assert_one_line_error(code, err, "full: holds no saved model (no config.json); not replacing it")
     code, err = cli(["merge", run, "--output-dir", tmp_path / "m"], capsys)
     assert_one_line_error(code, err, "run: no adapter/ or model/ folder (the run did not finish)")
     assert not (tmp_path / "m").exists()

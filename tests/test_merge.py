@@ -55,4 +55,9 @@ def test_merged_model_loads_in_plain_transformers_and_scores_like_the_run(tmp_pa
     scores = metrics_on(model, spec, dev, 16, tokenizer.pad_token_id)
     assert scores["accuracy"] == metrics["final"]["accuracy"]
     code, err = cli(["merge", run, "--output-dir", merged], capsys)  # never over a previous merge
-    assert code == 2 and "exists and is not an empty folder" in err
+    assert code == 2 and "exists and is not an empty folder (--overwrite replaces it)" in err
+    (merged / "stale.txt").write_text("from the replaced model")
+    code, err = cli(["merge", run, "--output-dir", merged, "--overwrite"], capsys)
+    assert code == 0, err
+    assert not (merged / "stale.txt").exists() and (merged / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left

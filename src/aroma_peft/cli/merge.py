@@ -15,10 +15,11 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="output folder of `aroma train`")
     parser.add_argument("--output-dir", required=True, help="new (or empty) folder for the merged model")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model saved there before")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from ..train.merge import merge_run
 
-    print(merge_run(args.run_dir, args.output_dir))
+    print(merge_run(args.run_dir, args.output_dir, args.overwrite))

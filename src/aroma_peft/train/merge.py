@@ -16,19 +16,30 @@ from ..models import quiet_transformers
 from .outputs import CONFIG
 
 
-def merge_run(run_dir: str | Path, output_dir: str | Path) -> Path:
+def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the run's model with its update merged (``save_pretrained``) and its tokenizer to
-    ``output_dir``, which ``AutoModelForSequenceClassification.from_pretrained`` loads as is."""
+    ``output_dir``, which ``AutoModelForSequenceClassification.from_pretrained`` loads as is.
+
+    ``overwrite`` replaces a previously saved model there (a folder with ``config.json``), nothing else.
+    """
     run, out = Path(run_dir), Path(output_dir)
     if not (run / CONFIG).is_file():
         raise UserInputError(f"{run}: not a run folder (no {CONFIG})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserInputError(f"--output-dir {out}: exists and is not an empty folder")
+        if not overwrite:
+            raise UserInputError(
+                f"--output-dir {out}: exists and is not an empty folder (--overwrite replaces it)"
+            )
+        if not (out / "config.json").is_file():
+            raise UserInputError(
+                f"--output-dir {out}: holds no saved model (no config.json); not replacing it"
+            )
     try:
         config = json.loads((run / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserInputError(f"{run / CONFIG}: damaged run file ({err})") from None
-    model, tokenizer = merged_model(run, config)
+    with quiet_transformers():  # no "Loading weights" / "Writing model shards" bars
+        model, tokenizer = merged_model(run, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:  # written whole into a sibling, then moved into place: never a half-written model
@@ -36,12 +47,16 @@ def merge_run(run_dir: str | Path, output_dir: str | Path) -> Path:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         tmp.chmod(0o755)
-        if out.is_dir():
-            out.rmdir()  # empty, checked above
+        old = out.parent / f".{out.name}.replaced" if out.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old)
     return out
 
 
@@ -54,8 +69,7 @@ def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
     if (run / "model").is_dir():  # full fine-tuning: the model itself
         from transformers import AutoModelForSequenceClassification
 
-        with quiet_transformers():
-            return AutoModelForSequenceClassification.from_pretrained(run / "model"), tokenizer
+        return AutoModelForSequenceClassification.from_pretrained(run / "model"), tokenizer
     adapter = run / "adapter"
     try:
         if is_peft_adapter(adapter):
