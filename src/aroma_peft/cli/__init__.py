@@ -4,8 +4,10 @@ library functions."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import warnings
 
 from ..errors import UserInputError
 
@@ -34,7 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Quiet by default: no FutureWarnings, notices or progress bars ("Loading weights", "Writing model
+    shards") from transformers and the hub client; our own progress bar and result lines stay. Set before
+    transformers is imported, so the environment variables still win when a user sets them."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
