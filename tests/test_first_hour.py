@@ -81,7 +81,7 @@ def test_run_summary_says_what_judges_a_run(tmp_path):
     assert "done in 2.5 min (125 steps)" in text
     assert "best 0.8125 (step 60), final 0.8000; majority class 0.5092 (+30.3 points)" in text
     assert "190,082 at the start, 152,200 at the end" in text
-    assert "ranks: total 12 over 6 modules (per module 1 to 3)" in text
+    assert "ranks: total 12 over 6 modules (1 to 3 per module)" in text
     assert (
         f"adapter: {tmp_path / 'adapter'}" in text
         and f"PEFT LoRA export: {tmp_path / 'adapter_lora'}" in text

@@ -34,9 +34,12 @@ def run_summary(result: dict[str, Any], out: Path) -> str:
         )
     ranks = read_ranks(out) if result.get("total_rank_end") is not None else []  # none for full FT
     if ranks:
-        lines.append(
-            f"  ranks: total {sum(ranks)} over {len(ranks)} modules (per module {min(ranks)} to {max(ranks)})"
+        spread = (
+            f"{min(ranks)} per module"
+            if min(ranks) == max(ranks)
+            else f"{min(ranks)} to {max(ranks)} per module"
         )
+        lines.append(f"  ranks: total {sum(ranks)} over {len(ranks)} modules ({spread})")
     for folder, what in ADAPTER_FOLDERS.items():
         if (out / folder).is_dir():
             lines.append(f"  {what}: {out / folder}")
