@@ -54,6 +54,8 @@ def test_merged_model_loads_in_plain_transformers_and_scores_like_the_run(tmp_pa
     dev = batches.tokenize(tokenizer, load_task(spec, GLUE)["dev"][:48], 32)
     scores = metrics_on(model, spec, dev, 16, tokenizer.pad_token_id)
     assert scores["accuracy"] == metrics["final"]["accuracy"]
+    labels = [f["labels"] for f in dev]  # the 32 training sentences hold more 1s than 0s
+    assert metrics["majority_baseline"] == {"accuracy": labels.count(1) / len(labels)}
     code, err = cli(["merge", run, "--output-dir", merged], capsys)  # never over a previous merge
     assert code == 2 and "exists and is not an empty folder (--overwrite replaces it)" in err
     (merged / "stale.txt").write_text("from the replaced model")
