@@ -111,11 +111,13 @@ def quiet_transformers() -> Iterator[None]:
     """No transformers warnings or progress bars ("Loading weights", "Writing model shards") inside."""
     from transformers.utils import logging
 
-    verbosity = logging.get_verbosity()
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    if bars:
+        logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(verbosity)
-        logging.enable_progress_bar()
+        if bars:  # restored as it was: a command that turned bars off keeps them off
+            logging.enable_progress_bar()

@@ -38,16 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """Quiet by default: no FutureWarnings, notices or progress bars ("Loading weights", "Writing model
-    shards") from transformers and the hub client; our own progress bar and result lines stay. Set before
-    transformers is imported, so the environment variables still win when a user sets them."""
+    shards") from transformers and the hub client; our own progress bar and result lines stay. The
+    environment variables TRANSFORMERS_VERBOSITY and HF_HUB_DISABLE_PROGRESS_BARS still win."""
+    from transformers.utils import logging
+
     warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "TRANSFORMERS_VERBOSITY" not in os.environ:
+        logging.set_verbosity_error()
+    if "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
+        logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_libraries()
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         args.run(args)
     except UserInputError as err:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .. import metrics as glue_metrics
 from ..data.glue import TaskSpec, get_task, load_task, majority_baseline
 from ..errors import UserInputError
-from ..models import check_module_names, resolve_model
+from ..models import check_module_names, quiet_transformers, resolve_model
 from ..rank import effective_rank
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
@@ -173,7 +173,6 @@ def _train(config: TrainConfig, options: Any, overwrite: bool) -> dict[str, Any]
 def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
     """Tokenizer and sequence-classification model (regression head for STS-B); one-line errors."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
 
     try:
         path = resolve_model(name)
@@ -185,14 +184,8 @@ def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
             model_config.problem_type = "regression"
         tokenizer = AutoTokenizer.from_pretrained(path)
         torch.manual_seed(seed)  # the new head's initialisation
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()  # "newly initialized: classifier" is expected here
-        logging.disable_progress_bar()  # our own bar is the only one
-        try:
+        with quiet_transformers():  # "newly initialized: classifier" is expected; our bar is the only one
             model = AutoModelForSequenceClassification.from_pretrained(path, config=model_config)
-        finally:
-            logging.set_verbosity(verbosity)
-            logging.enable_progress_bar()
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"{name or path}: not a usable model ({first})") from None
