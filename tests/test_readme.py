@@ -105,6 +105,8 @@ def test_bash_block_runs(block, checkout):
     assert result.returncode == 0, f"README.md:{block.line}\n{result.stdout}\n{result.stderr}"
     for noise in ("Traceback", "Warning", "Loading weights", "Writing model shards", "LOAD REPORT"):
         assert noise not in result.stderr + result.stdout, result.stderr  # quiet by default
+    if "aroma train" in block.code:  # the run's summary, to judge it
+        assert "majority class" in result.stdout and "figures and table: aroma report" in result.stdout
 
 
 def test_python_blocks_run_in_order(tmp_path, monkeypatch):

@@ -44,7 +44,11 @@ def check_metrics(run: dict[str, Any]) -> dict[str, Any]:
         raise UserInputError(f"{where}: expected a JSON object, found a {type(metrics).__name__}")
     missing = [key for key in METRIC_KEYS if key not in metrics]
     main = metrics.get("main_metric")
-    missing += [f"{key}.{main}" for key in ("best", "final") if main not in (metrics.get(key) or {})]
+    missing += [
+        f"{key}.{main}"
+        for key in ("best", "final")
+        if not isinstance(metrics.get(key), dict) or main not in metrics[key]
+    ]
     if missing:
         raise UserInputError(
             f"{where}: lacks {', '.join(dict.fromkeys(missing))} (not a complete aroma train run)"
