@@ -194,7 +194,7 @@ def results_section(runs_dir: Path, budget: str, tasks: list[str], methods: list
         f"(pooler + classifier, {head} parameters, trained by every method).",
         "Majority class on dev: RTE accuracy 52.7, MRPC accuracy 68.4 (F1 81.2), CoLA Matthews 0, SST-2 "
         'accuracy 50.9. Metrics are x100; "(stopped)": AROMA finished every module before the budget ended.',
-        "Reproduce: `python benchmarks/glue_table.py` (see benchmarks/README.md).",
+        "Reproduce: `.venv/bin/python benchmarks/glue_table.py` (see benchmarks/README.md).",
         "",
         markdown_table(loaded).rstrip(),
         "",

@@ -236,11 +236,12 @@ def test_bad_data_and_model(tmp_path, capsys):
     not_a_model = tmp_path / "model"
     not_a_model.mkdir()
     (not_a_model / "config.json").write_text("{broken")
-    for model in (not_a_model, tmp_path / "no-such-model"):
-        code, err = cli(
-            [*base, "--data-dir", tmp_path / "glue", "--model", model, "--output-dir", tmp_path / "c"], capsys
-        )
-        assert_one_line_error(code, err, f"{model}: not a usable model")
+    base += ["--data-dir", tmp_path / "glue", "--output-dir", tmp_path / "c"]
+    code, err = cli([*base, "--model", not_a_model], capsys)
+    assert_one_line_error(code, err, f"{not_a_model}: not a usable model")
+    missing = tmp_path / "no-such-model"
+    code, err = cli([*base, "--model", missing], capsys)
+    assert_one_line_error(code, err, f"{missing}: no such folder, and not found on the hub")
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -169,7 +169,7 @@ def test_not_utf8_names_the_file(tmp_path):
 def test_missing_folder_task_and_file(tmp_path):
     with pytest.raises(DataFileError, match="data folder not found"):
         load_task("rte", tmp_path / "nope")
-    with pytest.raises(DataFileError, match=r"no RTE/ folder \(expected the GLUE layout"):
+    with pytest.raises(DataFileError, match=r"no RTE/ folder and no RTE files here; expected the GLUE"):
         load_task("rte", tmp_path)
     folder = write_task(tmp_path, "mnli")
     (folder / "dev_mismatched.tsv").unlink()

@@ -7,11 +7,15 @@ tabs with ``csv.QUOTE_NONE``, as the GLUE download script writes them (quotes ar
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from .. import metrics
 from ..errors import UserInputError
 
 
@@ -158,35 +162,44 @@ def task_folder(spec: TaskSpec, data_dir: Path) -> Path:
         raise DataFileError(f"{data_dir}: data folder not found")
     wanted = spec.folder.lower().replace("-", "")
     for child in sorted(data_dir.iterdir()):
-        if child.is_dir() and child.name.lower().replace("-", "") == wanted:
+        if child.is_dir() and _key(child) == wanted:
             return child
-    if (data_dir / "train.tsv").is_file():
-        return data_dir
+    other = next((t for t in TASKS.values() if t.folder.lower().replace("-", "") == _key(data_dir)), None)
+    if (data_dir / "train.tsv").is_file() and (other is None or other is spec):
+        return data_dir  # the task folder itself (or a copy under another name)
+    where = f" (this is the {other.folder} folder)" if other is not None and other is not spec else ""
     raise DataFileError(
-        f"{data_dir}: no {spec.folder}/ folder (expected the GLUE layout {data_dir}/{spec.folder}/train.tsv)"
+        f"{data_dir}: no {spec.folder}/ folder and no {spec.folder} files here{where}; expected the GLUE "
+        f"layout {data_dir}/{spec.folder}/train.tsv"
     )
+
+
+def _key(path: Path) -> str:
+    return path.name.lower().replace("-", "")
 
 
 def read_tsv(spec: TaskSpec, path: Path) -> list[Example]:
     """Read one GLUE file; any malformed line raises a DataFileError naming the file and the line."""
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # MRPC starts with a BOM
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # decoded whole, so the line of the bad byte is exact
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataFileError(f"{path}:{line}: not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = iter(enumerate(reader, start=1))
+    text_idx, label_idx, num_fields = _columns(spec, path, rows)
     examples: list[Example] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: MRPC starts with a BOM
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            rows = iter(enumerate(reader, start=1))
-            text_idx, label_idx, num_fields = _columns(spec, path, rows)
-            for line, row in rows:
-                if len(row) != num_fields:
-                    raise DataFileError(
-                        f"{path}:{line}: expected {num_fields} tab-separated fields, found {len(row)}"
-                    )
-                texts = [row[i] for i in text_idx]
-                label = _parse_label(spec, path, line, row[label_idx])
-                examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
-        except UnicodeDecodeError:
-            raise DataFileError(f"{path}:{reader.line_num + 1}: not UTF-8 text") from None
+    for line, row in rows:
+        if len(row) != num_fields:
+            raise DataFileError(
+                f"{path}:{line}: expected {num_fields} tab-separated fields, found {len(row)}"
+            )
+        texts = [row[i] for i in text_idx]
+        label = _parse_label(spec, path, line, row[label_idx])
+        examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
     if not examples:
         raise DataFileError(f"{path}: no examples")
     return examples
@@ -215,6 +228,23 @@ def _parse_label(spec: TaskSpec, path: Path, line: int, value: str) -> int | flo
     if value not in spec.labels:
         raise DataFileError(f"{path}:{line}: label {value!r} is not one of {list(spec.labels)}")
     return spec.labels.index(value)
+
+
+def majority_baseline(
+    spec: TaskSpec,
+    train: list[Example],
+    splits: dict[str, list[Example]],
+    max_eval_samples: int | None = None,
+) -> dict[str, float]:
+    """Every dev metric of always predicting the training set's majority class (for STS-B, its mean
+    score), on the dev examples a run evaluates: the floor a run must beat to show it learned."""
+    labels = [e.label for e in train]
+    guess = sum(labels) / len(labels) if spec.is_regression else Counter(labels).most_common(1)[0][0]
+    result: dict[str, float] = {}
+    for dev in spec.dev_sets:
+        gold = [e.label for e in splits[dev.name][:max_eval_samples]]
+        result |= metrics.compute(spec.metrics, [guess] * len(gold), gold, dev.prefix)
+    return result
 
 
 def load_from_hub(spec: TaskSpec) -> dict[str, list[Example]]:

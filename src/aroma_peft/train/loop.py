@@ -18,15 +18,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import metrics as glue_metrics
-from ..data.glue import TaskSpec, get_task, load_task
+from ..data.glue import TaskSpec, get_task, load_task, majority_baseline
 from ..errors import UserInputError
-from ..models import resolve_model
+from ..models import check_module_names, quiet_transformers, resolve_model
 from ..rank import effective_rank
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
 from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
 from .recipe import Recipe, block_linears, default_heads, get_recipe
+from .summary import run_summary
 
 SCHEMA_VERSION = 2  # 2: versions, world_size, "end" counts after the last step, "diverged"
 MEMORIZATION_EXAMPLES = 1000  # SoRA's study: the metric on 1,000 training examples
@@ -114,8 +115,10 @@ def _train(
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     recipe = recipe_cls(config, options, total_steps)
 
-    heads = find_saved_modules(model, config.modules_to_save or default_heads(model))
-    targets = block_linears(model) if config.target_modules is None else config.target_modules
+    heads = check_module_names(model, config.modules_to_save, "modules_to_save") or default_heads(model)
+    heads = find_saved_modules(model, heads)
+    targets = check_module_names(model, config.target_modules, "target_modules", linear=True)
+    targets = block_linears(model) if targets is None else targets
     head_params = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
     model = recipe.wrap(model, targets, heads)
     lr = config.lr or recipe_cls.default_lr
@@ -266,11 +269,11 @@ def _train(
     result |= recipe.summary()
     if progress.stages:
         result["stages"] = summarize_stages(progress.stages, higher_is_better=True)
+    result["majority_baseline"] = majority_baseline(spec, train_examples, data, config.max_eval_samples)
     writer.write_json(outputs.METRICS, result)
     if group.main:
         checkpoint.remove_all(out)  # a finished run needs no checkpoint
-    main = spec.main_metric
-    say(f"done: best {main} {result['best'][main]:.4f}, final {result['final'][main]:.4f}")
+    say(run_summary(result, out))
     return result
 
 
@@ -351,7 +354,6 @@ def warn_if_machine_differs(saved: dict[str, Any]) -> None:
 def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
     """Tokenizer and sequence-classification model (regression head for STS-B); one-line errors."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
 
     try:
         path = resolve_model(name)
@@ -363,14 +365,8 @@ def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
             model_config.problem_type = "regression"
         tokenizer = AutoTokenizer.from_pretrained(path)
         torch.manual_seed(seed)  # the new head's initialisation
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()  # "newly initialized: classifier" is expected here
-        logging.disable_progress_bar()  # our own bar is the only one
-        try:
+        with quiet_transformers():  # "newly initialized: classifier" is expected; our bar is the only one
             model = AutoModelForSequenceClassification.from_pretrained(path, config=model_config)
-        finally:
-            logging.set_verbosity(verbosity)
-            logging.enable_progress_bar()
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"{name or path}: not a usable model ({first})") from None
