@@ -63,7 +63,8 @@ def test_table_row(tmp_path):
     table = markdown_table([run])
     row = table.splitlines()[2]
     cells = (
-        "mrpc | a | aroma | accuracy 60.0 (f1 60.0) | 60.0 (f1 60.0) | 41.5k | 2.00M | 0 | 12 | 0.50 s | 5.0 min"
+        "mrpc | a | aroma | accuracy 60.0 (f1 60.0) | 60.0 (f1 60.0) | 41.5k | 2.00M | 0 | 12 | 0.50 s"
+        " | 5.0 min"
     )
     assert row == f"| {cells} | 10 (stopped) |"
     assert table.splitlines()[1].count("---") == table.splitlines()[0].count("|") - 1
