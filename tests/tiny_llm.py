@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HIDDEN, HEADS, KV_HEADS, LAYERS, FFN = 64, 4, 2, 2, 128
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -95,3 +96,33 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     w.write_tensors_to_file()
     w.close()
     return hf
+
+
+def random_llama(seed: int = 0, vocab: int = 64):  # noqa: ANN201
+    """A randomly initialised 2-layer LLaMA (no tokenizer) for scoring and loss mechanics."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:  # noqa: ANN001
+    """The tiny GGUF LLaMA prepared as an HF folder (model + byte-level BPE tokenizer)."""
+    from aroma_peft.prepare import prepare_model
+
+    root = tmp_path_factory.mktemp("tiny_llm")
+    write_tiny_llama_gguf(root / "tiny.gguf")
+    prepare_model(root / "tiny.gguf", root / "model")
+    return root / "model"
