@@ -17,13 +17,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import prepare, report, train
+    from . import evaluate, prepare, report, train
 
     parser = Parser(prog="aroma", description="Adaptive-rank fine-tuning of transformers models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train.add_parser(commands)
     report.add_parser(commands)
     prepare.add_parser(commands)
+    evaluate.add_parser(commands)
     return parser
 
 
