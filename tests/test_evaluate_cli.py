@@ -67,6 +67,7 @@ def test_evaluate_a_causal_lm_in_both_modes(tiny_llm_dir, data, tmp_path, capsys
     [
         (["--model", "M", "--task", "commonsense", "--eval-sets", "ARC"], "--eval-sets: ARC not found"),
         (["--model", "M", "--task", "rte"], "--model evaluates causal LMs on --task commonsense"),
+        (["--model", "M"], "--task is required with --model"),
         (["--run", "RUN", "--task", "commonsense"], "not a run folder (no config.json)"),
         (
             ["--model", "M", "--task", "commonsense", "--eval-limit", "0"],
@@ -82,7 +83,7 @@ def test_bad_evaluate_input_is_one_line(data, tmp_path, capsys, args, match):
     assert code == 2 and match in err and err.strip().count("\n") == 0, err
 
 
-@pytest.mark.parametrize("method, task", [("lora", "rte"), ("aroma", "mrpc")])
+@pytest.mark.parametrize("method, task", [("lora", "rte"), ("aroma", "mrpc"), ("full", "rte")])
 @pytest.mark.slow  # a short real MiniLM training first (~20-40 s on the shared 2 cores)
 def test_evaluate_a_glue_run_reproduces_its_final_dev_metrics(tmp_path, capsys, method, task):
     run = tmp_path / "run"

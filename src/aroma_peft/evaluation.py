@@ -22,6 +22,8 @@ def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
     """The run's trained model: ``model/`` for full fine-tuning, else ``base`` with ``adapter/``."""
     from .tuners.model import CONFIG_NAME, FORMAT, load
 
+    if (run_dir / "model").is_dir():  # full fine-tuning saved the whole model
+        return type(base).from_pretrained(str(run_dir / "model"))
     adapter = run_dir / "adapter"
     try:
         if read_json(adapter / CONFIG_NAME).get("format") == FORMAT:
@@ -78,6 +80,8 @@ def evaluate(
         )
     elif run is not None:
         result = _glue_run(run, run_config, data_dir, eval_limit, batch_size)
+    elif task is None:
+        raise UserInputError("--task is required with --model: commonsense")
     else:
         raise UserInputError(
             f"--task {task!r}: --model evaluates causal LMs on --task commonsense; evaluate GLUE with --run"
@@ -124,8 +128,6 @@ def _glue_run(
     run: Path, config: dict[str, Any], data_dir: str | Path | None, eval_limit: int | None, batch_size: int
 ) -> dict[str, Any]:
     """A GLUE run on its dev sets, through the training loop's loading, tokenizing and metric code."""
-    from transformers import AutoModelForSequenceClassification
-
     from .data.glue import get_task as glue_task
     from .data.glue import load_task
     from .train import batches
@@ -135,12 +137,7 @@ def _glue_run(
     spec = glue_task(str(config.get("task")))
     data = load_task(spec, data_dir or config.get("data_dir"))
     tokenizer, base = load_model(config.get("model"), spec, config.get("seed", 0))
-    net = (
-        AutoModelForSequenceClassification.from_pretrained(run / "model")
-        if (run / "model").is_dir()
-        else None
-    )
-    net = net or attach_run(base, run)
+    net = attach_run(base, run)
     max_len = config.get("max_seq_len", 128)
     features = {
         dev.name: batches.tokenize(tokenizer, data[dev.name][:eval_limit], max_len) for dev in spec.dev_sets
