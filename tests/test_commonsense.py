@@ -12,7 +12,7 @@ from tiny_llm import random_llama, tiny_llm_dir  # noqa: F401
 from aroma_peft.errors import UserInputError
 from aroma_peft.tasks import get_task
 from aroma_peft.tasks.causal_lm import IGNORE, causal_lm_loss, collate_causal, default_target_modules
-from aroma_peft.tasks.commonsense import Example, encode_example, label_family, load_sets
+from aroma_peft.tasks.commonsense import Example, encode_example, hold_out, label_family, load_sets
 
 ROW = {"instruction": "Is it? Answer format: true/false", "input": "", "output": "the correct answer is true"}
 
@@ -61,6 +61,18 @@ def test_union_of_train_files_test_files_sets_and_limit(tmp_path):
         load_sets(tmp_path, "test", ["ARC"])
     with pytest.raises(UserInputError, match="no <set>/dev.json files"):
         load_sets(tmp_path, "dev")
+
+
+def test_held_out_slice_is_disjoint_seeded_and_capped():
+    sets = {
+        "A": [Example(f"a{i}", "", "", "true") for i in range(50)],
+        "B": [Example(f"b{i}", "", "", "answer1") for i in range(2000)],
+    }
+    train, held = hold_out(sets, per_set=100, seed=3)
+    assert len(held["A"]) == 5 and len(held["B"]) == 100  # a tenth of a small set, else the cap
+    assert len(train) == 2050 - 105 and not set(train) & {e for h in held.values() for e in h}
+    assert hold_out(sets, per_set=100, seed=3) == (train, held)
+    assert hold_out(sets, per_set=100, seed=4)[1] != held
 
 
 @pytest.mark.parametrize(

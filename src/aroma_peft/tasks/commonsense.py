@@ -13,6 +13,7 @@ would lose their response or EOS: they are dropped and counted instead of trunca
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,26 @@ def load_sets(
             )
         files = {s: files[s] for s in sets}
     return {name: read_set(path)[:limit] for name, path in files.items()}
+
+
+def hold_out(
+    sets: dict[str, list[Example]], per_set: int = 100, seed: int = 0
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training examples (the union) and a held-out slice of each set for evaluations during training.
+
+    At most ``per_set`` items per set, never more than a tenth of it, chosen by a seeded shuffle so every
+    method sees the same split; the test files stay untouched until the final evaluation.
+    """
+    rng = random.Random(seed)
+    train: list[Example] = []
+    held: dict[str, list[Example]] = {}
+    for name, examples in sets.items():
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        n = min(per_set, len(examples) // 10)
+        held[name] = [examples[i] for i in sorted(order[:n])]
+        train += [examples[i] for i in sorted(order[n:])]
+    return train, held
 
 
 def label_family(examples: Sequence[Example]) -> str:
