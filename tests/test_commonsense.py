@@ -197,5 +197,7 @@ def test_default_targets_llama_family_only():
     )
     with pytest.raises(UserInputError, match="no default target modules for model type 'bert'"):
         default_target_modules(bert)
+    with pytest.raises(UserInputError, match="cutoff=0 is invalid"):
+        get_task("commonsense", cutoff=0)
     with pytest.raises(UserInputError, match="--task 'glue' is not a task family"):
         get_task("glue")

@@ -176,9 +176,11 @@ class CommonsenseTask(Task):
     name = "commonsense"
 
     def __init__(self, cutoff: int = 256, train_on_prompt: bool = False) -> None:
+        if cutoff < 2:
+            raise UserInputError(f"cutoff={cutoff!r} is invalid: use a length in tokens of at least 2")
         self.cutoff = cutoff
         self.train_on_prompt = train_on_prompt
-        self.pad_id = 0
+        self.pad_id = 0  # any id works (padding is masked and carries no loss); the tokenizer's once loaded
 
     def load_split(self, data_dir, split, sets=None, limit=None):  # noqa: ANN001, ANN201
         return load_sets(data_dir, split, sets, limit)
