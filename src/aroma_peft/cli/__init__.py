@@ -26,7 +26,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, merge, report, train
+    from . import bench, evaluate, merge, prepare, report, train
 
     parser = Parser(prog="aroma", description="Adaptive-rank fine-tuning of transformers models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(commands)
     merge.add_parser(commands)
     bench.add_parser(commands)
+    prepare.add_parser(commands)
+    evaluate.add_parser(commands)
     return parser
 
 

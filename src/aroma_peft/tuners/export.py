@@ -1,5 +1,9 @@
 """Export to a standard PEFT LoRA adapter that plain ``peft`` and its Auto classes load.
 
+Two flavours: :func:`export_lora` keeps each module's own rank and scale (``rank_pattern`` /
+``alpha_pattern``, which ``peft`` honours), and :func:`export_uniform_lora` writes one rank and scale
+for every module, for servers that read only ``r`` and ``lora_alpha`` (vLLM).
+
 Two fields of ``adapter_config.json`` decide whether the export is usable elsewhere:
 ``task_type`` (``AutoPeftModelForSequenceClassification`` refuses an adapter without the matching
 one, and picks the head class from it) and ``base_model_name_or_path`` (the Auto classes load the base
@@ -8,11 +12,12 @@ from it, so a path into this machine's virtualenv makes the adapter useless on a
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -107,6 +112,54 @@ def export_lora(model: AdaptedModel, directory: Path, base_model_name_or_path: s
         task_type=task_type(model.model),
     )
     config.base_model_name_or_path = base_model_name_or_path or portable_base_name(model.model)
+    write_adapter(Path(directory), tensors, config, names)
+
+
+def export_uniform_lora(
+    model: AdaptedModel, save_directory: str | os.PathLike, rank: int | None = None
+) -> int:
+    """Write a PEFT LoRA adapter of one rank (default: the largest module rank); returns that rank.
+
+    Every module is zero-padded to rank r (extra rows of A and columns of B are exactly zero, so B A is
+    unchanged), its scale is folded into B and ``lora_alpha = r``, so any reader's scale alpha / r is 1.
+    Modules that learned nothing (rank 0) are left out, as PEFT rejects r = 0. No ``modules_to_save``:
+    vLLM refuses them, so a model with trained heads (the GLUE classifiers) must use ``export_lora``.
+    vLLM caps the rank with ``--max-lora-rank`` (16 unless raised): pass ``rank`` to pad to it.
+    """
+    from peft import LoraConfig
+
+    if model.saved_module_names:
+        raise ValueError(
+            f"export_uniform_lora: the model trains modules_to_save ({', '.join(model.saved_module_names)}), "
+            "which vLLM refuses and this export leaves out; use export_lora"
+        )
+    factors = {n: layer.lora_factors() for n, layer in model.adapter_layers().items()}
+    factors = {n: f for n, f in factors.items() if f[0].shape[0] > 0}
+    if not factors:
+        raise ValueError("export_uniform_lora: every module has rank 0, there is no LoRA update to export")
+    largest = max(a.shape[0] for a, _, _ in factors.values())
+    r = largest if rank is None else rank
+    if r < largest:
+        raise ValueError(f"rank={rank} is below the largest module rank {largest}: use rank >= {largest}")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, (a, b, scale) in factors.items():
+        p = a.shape[0]
+        a_pad = torch.zeros(r, a.shape[1], dtype=a.dtype)
+        b_pad = torch.zeros(b.shape[0], r, dtype=b.dtype)
+        a_pad[:p], b_pad[:, :p] = a, scale * b  # scale * B A == B_pad A_pad, and alpha / r == 1 below
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a_pad
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b_pad
+    names = sorted(factors)
+    config = LoraConfig(
+        r=r, lora_alpha=r, target_modules=names, lora_dropout=0.0, task_type=task_type(model.model)
+    )
+    config.base_model_name_or_path = portable_base_name(model.model)
+    write_adapter(Path(save_directory), tensors, config, names)
+    return r
+
+
+def write_adapter(directory: Path, tensors: dict[str, torch.Tensor], config: Any, names: list[str]) -> None:
+    """``adapter_model.safetensors`` and ``adapter_config.json``, each written atomically."""
     data = config.to_dict()
     data["target_modules"] = names  # a list, not the set PEFT keeps in memory
     write_safetensors(directory / "adapter_model.safetensors", tensors, metadata={"format": "pt"})

@@ -1,0 +1,159 @@
+"""``aroma evaluate``: a trained run (base model + its adapter) or a bare causal LM on a task's test sets.
+
+Commonsense: accuracy per set (keyed by folder name) and their average, in ``loglik`` or ``generate``
+mode. GLUE runs are evaluated on their task's dev sets with the training loop's own metric code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import UserInputError
+from .io import AdapterFileError, read_json, write_json
+
+METRICS = "metrics.json"
+
+
+def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
+    """The run's trained model: ``model/`` for full fine-tuning, else ``base`` with ``adapter/``."""
+    from .tuners.model import CONFIG_NAME, FORMAT, load
+
+    if (run_dir / "model").is_dir():  # full fine-tuning saved the whole model
+        return type(base).from_pretrained(str(run_dir / "model"))
+    adapter = run_dir / "adapter"
+    try:
+        if read_json(adapter / CONFIG_NAME).get("format") == FORMAT:
+            return load(base, adapter)  # aroma, relora, sora
+    except AdapterFileError as err:
+        raise UserInputError(f"{run_dir}: no trained adapter or model ({err})") from None
+    from peft import PeftModel  # lora, adalora
+
+    return PeftModel.from_pretrained(base, str(adapter))
+
+
+def evaluate(
+    output_dir: str | Path,
+    task: str | None = None,
+    run: str | Path | None = None,
+    model: str | None = None,
+    data_dir: str | Path | None = None,
+    eval_sets: list[str] | None = None,
+    eval_limit: int | None = None,
+    eval_mode: str = "loglik",
+    num_beams: int = 1,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate and write ``<output_dir>/metrics.json``; returns what it wrote."""
+    out = Path(output_dir)
+    if (out / METRICS).exists() and not overwrite:
+        raise UserInputError(f"{out / METRICS} exists: pass --overwrite to replace it")
+    if (run is None) == (model is None):
+        raise UserInputError("give exactly one of --run RUN_DIR and --model NAME_OR_PATH")
+    run_config: dict[str, Any] = {}
+    if run is not None:
+        run = Path(run)
+        if not (run / "config.json").is_file():
+            raise UserInputError(f"{run}: not a run folder (no config.json)")
+        run_config = read_json(run / "config.json")
+        if task and task != run_config.get("task"):
+            raise UserInputError(f"--task {task} differs from the run's task {run_config.get('task')!r}")
+        task = run_config.get("task")
+    start = time.perf_counter()
+    if task == "commonsense":
+        result = _commonsense(
+            run,
+            run_config,
+            model,
+            data_dir,
+            eval_sets,
+            eval_limit,
+            eval_mode,
+            num_beams,
+            batch_size,
+            progress,
+        )
+    elif run is not None:
+        result = _glue_run(run, run_config, data_dir, eval_limit, batch_size)
+    elif task is None:
+        raise UserInputError("--task is required with --model: commonsense")
+    else:
+        raise UserInputError(
+            f"--task {task!r}: --model evaluates causal LMs on --task commonsense; evaluate GLUE with --run"
+        )
+    result |= {"task": task, "run": str(run) if run else None, "seconds": time.perf_counter() - start}
+    write_json(out / METRICS, result)
+    return result
+
+
+def _commonsense(
+    run: Path | None,
+    run_config: dict[str, Any],
+    model: str | None,
+    data_dir: str | Path | None,
+    eval_sets: list[str] | None,
+    eval_limit: int | None,
+    mode: str,
+    num_beams: int,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, Any]:
+    from .tasks import get_task
+
+    if data_dir is None:
+        raise UserInputError("--data-dir is required: a folder of <set>/test.json files")
+    task = get_task("commonsense")
+    sets = task.load_split(data_dir, "test", eval_sets, eval_limit)  # data errors before the slow load
+    name = run_config.get("model") if run is not None else model
+    net, tokenizer = task.load_model(None if name in (None, "default") else name)
+    if run is not None:
+        net = attach_run(net, run)
+    metrics = task.evaluate(
+        net, tokenizer, sets, mode=mode, batch_size=batch_size, num_beams=num_beams, progress=progress
+    )
+    model_name = getattr(net.config, "name_or_path", None) or name
+    return metrics | {
+        "model": model_name,
+        "accuracy": {k: v["accuracy"] for k, v in metrics["sets"].items()},
+        "eval_limit": eval_limit,
+    }
+
+
+def _glue_run(
+    run: Path, config: dict[str, Any], data_dir: str | Path | None, eval_limit: int | None, batch_size: int
+) -> dict[str, Any]:
+    """A GLUE run on its dev sets, through the training loop's loading, tokenizing and metric code."""
+    from .data.glue import get_task as glue_task
+    from .data.glue import load_task
+    from .train import batches
+    from .train.loop import evaluate as glue_evaluate
+    from .train.loop import load_model
+
+    spec = glue_task(str(config.get("task")))
+    data = load_task(spec, data_dir or config.get("data_dir"))
+    tokenizer, base = load_model(config.get("model"), spec, config.get("seed", 0))
+    net = attach_run(base, run)
+    max_len = config.get("max_seq_len", 128)
+    features = {
+        dev.name: batches.tokenize(tokenizer, data[dev.name][:eval_limit], max_len) for dev in spec.dev_sets
+    }
+    metrics = glue_evaluate(net, spec, features, batch_size, tokenizer.pad_token_id)
+    return {"model": config.get("model"), "metrics": metrics, "eval_limit": eval_limit}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The printed summary: one row per set (commonsense) or per metric (GLUE)."""
+    if "sets" not in result:
+        return "\n".join(f"{k:>16} {v:.4f}" for k, v in result["metrics"].items())
+    lines = [f"{'set':<16} {'n':>5} {'accuracy':>9} {'majority':>9} {'valid':>6}  ({result['mode']})"]
+    for name, s in result["sets"].items():
+        lines.append(
+            f"{name:<16} {s['n']:>5} {s['accuracy']:>9.1f} {s['majority_class']:>9.1f} {s['valid']:>6}"
+        )
+    lines.append(f"{'average':<16} {'':>5} {result['average']:>9.1f}")
+    return "\n".join(lines)
