@@ -102,7 +102,7 @@ def headline(records: list[dict[str, Any]]) -> str:
             f"{f'{statistics.fmean(ratio):.2f}' if ratio else '-'} | {stop_text} | "
             f"{fmt([r['time_per_step_s'] for r in ok]) if ok else '-'} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
 def difference(a: list[float], b: list[float]) -> tuple[float, float | None, str]:
@@ -218,7 +218,7 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     from evidence import RESETS, SENSITIVITY, STOP
 
     intro = [SOURCE, "", machine_note(records), "", pending(records)]
-    glue = ["# GLUE: methods at a shared budget", "", *intro, "## Headline", "", headline(records)]
+    glue = ["# GLUE: methods at a shared budget", "", *intro, "## Headline", "", headline(records) or "No run finished yet.\n"]
     diffs = comparisons(records)
     glue += ["## Differences", "", diffs or "No pair of methods with finished runs yet.\n"]
     grid = lr_grid(records)
