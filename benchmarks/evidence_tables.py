@@ -218,7 +218,14 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     from evidence import RESETS, SENSITIVITY, STOP
 
     intro = [SOURCE, "", machine_note(records), "", pending(records)]
-    glue = ["# GLUE: methods at a shared budget", "", *intro, "## Headline", "", headline(records) or "No run finished yet.\n"]
+    glue = [
+        "# GLUE: methods at a shared budget",
+        "",
+        *intro,
+        "## Headline",
+        "",
+        headline(records) or "No run finished yet.\n",
+    ]
     diffs = comparisons(records)
     glue += ["## Differences", "", diffs or "No pair of methods with finished runs yet.\n"]
     grid = lr_grid(records)
