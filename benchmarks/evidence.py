@@ -107,12 +107,13 @@ class Run:
     variant: str = ""  # name of the settings that differ from the defaults (STOP, RESETS, SENSITIVITY)
     changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     model: str | None = None  # None: the offline MiniLM
+    model_name: str = ""  # the other model's name in the run id
 
     @property
     def id(self) -> str:
         lr = "" if self.lr_factor == 1.0 else f"-lr{self.lr_factor:.2g}x"
         variant = f"-{self.variant}" if self.variant else ""
-        model = "-mpnet" if self.model else ""  # the only other model of the plan
+        model = f"-{self.model_name}" if self.model_name else ""
         return f"{self.task}{model}-{self.label}{lr}{variant}-s{self.seed}"
 
     @property
@@ -143,7 +144,7 @@ def plan(mpnet: str | None = None) -> list[Run]:
     runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
     runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
     runs += [Run("g5", "cola", m) for m in HEADLINE]
-    runs += [Run("g5", "rte", m, model=mpnet or "mpnet-base") for m in HEADLINE]
+    runs += [Run("g5", "rte", m, model=mpnet or "mpnet-base", model_name="mpnet") for m in HEADLINE]
     return runs
 
 
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evidence.py: another evidence.py is running on {args.runs_dir}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
     failed = 0
     for index, run in enumerate(runs, 1):
         if status(run, args.runs_dir, args.results_dir) == "done":

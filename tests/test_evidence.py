@@ -193,3 +193,15 @@ def test_evidence_plan_order_and_selection():
         "mrpc-aroma-lr3x-s0",
     ]
     assert len(module.select(runs, "g4,g5", 3)) == 3
+
+
+def test_evidence_run_that_cannot_start_is_reported_and_skipped(evidence, tmp_path, capsys, monkeypatch):
+    """A model that is not there (MPNet without --mpnet): one line, no result, the plan goes on."""
+    module, runs, dirs = evidence
+    missing = module.Run("g5", "sst2", "lora_r8", 0, model=str(tmp_path / "no-model"), model_name="mpnet")
+    monkeypatch.setattr(module, "plan", lambda mpnet=None: [missing, runs[0]])
+    assert module.main(dirs) == 1
+    out = capsys.readouterr().out
+    assert f"cannot run {missing.id}: " in out and "not a usable model" in out
+    assert not (tmp_path / "res" / f"{missing.id}.json").exists()
+    assert (tmp_path / "res" / f"{runs[0].id}.json").is_file()
