@@ -16,6 +16,9 @@ from typing import Any
 
 from ..errors import UserInputError
 
+LR_SCHEDULES = ("linear", "constant")
+DEV_SPLITS = ("none", "halves")
+
 
 @dataclass
 class TrainConfig:
@@ -95,6 +98,20 @@ class TrainConfig:
     max_grad_norm: float | None = field(
         default=None, metadata={"help": "Clip the gradient norm to this value; default: no clipping."}
     )
+    lr_schedule: str = field(
+        default="linear",
+        metadata={
+            "help": "'linear': warmup, then linear decay to 0 at the last step; 'constant': warmup, then "
+            "the peak rate (a decaying rate cannot then be what ends AROMA's pieces)."
+        },
+    )
+    dev_split: str = field(
+        default="none",
+        metadata={
+            "help": "'halves': also score a fixed random half of each dev set (seed 42) to select on and "
+            "the other half to report, as SoRA does (metrics.json 'selected'); 'none': whole dev only."
+        },
+    )
 
     def check(self) -> list[str]:
         """Every problem with the common settings, as messages naming the key."""
@@ -113,6 +130,9 @@ class TrainConfig:
             problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
+        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("dev_split", DEV_SPLITS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr={self.lr!r}: use a positive learning rate")
         if not 0 <= self.warmup_ratio < 1:

@@ -110,6 +110,7 @@ def _train(
         dev.name: batches.tokenize(tokenizer, data[dev.name][: config.max_eval_samples], config.max_seq_len)
         for dev in spec.dev_sets
     }
+    halves = dev_halves(dev_features) if config.dev_split == "halves" else None
     distributed.check_batches(group, config.batch_size, len(train_features))
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -124,7 +125,7 @@ def _train(
     lr = config.lr or recipe_cls.default_lr
     optimizer = torch.optim.AdamW(recipe.param_groups(lr, config.weight_decay), lr=lr)
     warmup = round(config.warmup_ratio * total_steps) if recipe_cls.scheduler_warmup else 0
-    scheduler = linear_schedule(optimizer, warmup, total_steps)
+    scheduler = linear_schedule(optimizer, warmup, total_steps, decay=config.lr_schedule == "linear")
     if resume_from is not None:
         checkpoint.load_model(model, resume_from)  # before the controller sees which modules finished
     recipe.start(optimizer, scheduler)
@@ -225,7 +226,9 @@ def _train(
             if step % evaluate_at == 0 or done:
                 checkpoint.kill_point(f"eval:{step}")
                 progress.evals.append(
-                    evaluate_and_log(model, spec, dev_features, config, pad_id, step, writer, say, group)
+                    evaluate_and_log(
+                        model, spec, dev_features, config, pad_id, step, writer, say, group, halves
+                    )
                 )
                 model.train()
             if group.main and not done and save_due(config.save_every, step, last_save):
@@ -239,7 +242,9 @@ def _train(
         return finish_diverged(spec, config, progress, writer)
     if not progress.evals or progress.evals[-1]["step"] != progress.step:
         progress.evals.append(
-            evaluate_and_log(model, spec, dev_features, config, pad_id, progress.step, writer, say, group)
+            evaluate_and_log(
+                model, spec, dev_features, config, pad_id, progress.step, writer, say, group, halves
+            )
         )
     writer.close()
 
@@ -377,13 +382,15 @@ def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
 
 
 def linear_schedule(
-    optimizer: torch.optim.Optimizer, warmup: int, total: int
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, decay: bool = True
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the peak, then linear decay to 0 at ``total``."""
+    """Linear warmup to the peak, then linear decay to 0 at ``total`` (``decay=False``: the peak on)."""
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if not decay:
+            return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -399,10 +406,42 @@ def evaluate(
     group: distributed.Group | None = None,
 ) -> dict[str, float]:
     """Every metric of the task on every dev set (MNLI: matched, and mismatched prefixed ``mm_``)."""
+    return evaluate_split(model, spec, features, batch_size, pad_id, group)[0]
+
+
+def dev_halves(features: dict[str, list]) -> dict[str, tuple[list[int], list[int]]]:
+    """SoRA's protocol: per dev set, a fixed random half (seed 42, whatever the run's seed) on which
+    checkpoints and learning rates are chosen, and the other half on which the chosen one is reported."""
+    halves = {}
+    for name, feats in features.items():
+        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(42)).tolist()
+        cut = len(feats) // 2
+        halves[name] = (sorted(order[:cut]), sorted(order[cut:]))
+    return halves
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: Any,
+    spec: TaskSpec,
+    features: dict[str, list],
+    batch_size: int,
+    pad_id: int,
+    group: distributed.Group | None = None,
+    halves: dict[str, tuple[list[int], list[int]]] | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]] | None]:
+    """:func:`evaluate`, and with ``halves`` (:func:`dev_halves`) the same metrics on each half, from
+    the same predictions: ``{"select": {...}, "report": {...}}``."""
     result: dict[str, float] = {}
+    parts: dict[str, dict[str, float]] = {"select": {}, "report": {}}
     for dev in spec.dev_sets:
-        result |= metrics_on(model, spec, features[dev.name], batch_size, pad_id, dev.prefix, group)
-    return result
+        feats = features[dev.name]
+        preds, labels = predict(model, spec, feats, batch_size, pad_id, group), [f["labels"] for f in feats]
+        result |= glue_metrics.compute(spec.metrics, preds, labels, dev.prefix)
+        for part, rows in zip(parts, halves[dev.name] if halves else ()):
+            part_preds, part_labels = [preds[i] for i in rows], [labels[i] for i in rows]
+            parts[part] |= glue_metrics.compute(spec.metrics, part_preds, part_labels, dev.prefix)
+    return result, parts if halves else None
 
 
 @torch.no_grad()
@@ -415,7 +454,21 @@ def metrics_on(
     prefix: str = "",
     group: distributed.Group | None = None,
 ) -> dict[str, float]:
-    """The task's metrics on one set of tokenized examples (each process predicts every world-th
+    """The task's metrics on one set of tokenized examples."""
+    preds = predict(model, spec, feats, batch_size, pad_id, group)
+    return glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], prefix)
+
+
+@torch.no_grad()
+def predict(
+    model: Any,
+    spec: TaskSpec,
+    feats: list[dict[str, Any]],
+    batch_size: int,
+    pad_id: int,
+    group: distributed.Group | None = None,
+) -> list[Any]:
+    """The model's prediction for every example, in order (each process predicts every world-th
     example; the predictions are gathered once)."""
     group = group or distributed.Group()
     model.eval()
@@ -430,7 +483,7 @@ def metrics_on(
     for part in distributed.gather(preds, group):
         for i, v in part:
             ordered[i] = v
-    return glue_metrics.compute(spec.metrics, ordered, [f["labels"] for f in feats], prefix)
+    return ordered
 
 
 def evaluate_stage(model, spec, event, memorization_set, dev_features, config, pad_id, writer, say, group):  # noqa: ANN001
@@ -450,12 +503,16 @@ def evaluate_stage(model, spec, event, memorization_set, dev_features, config, p
     return record
 
 
-def evaluate_and_log(model, spec, features, config, pad_id, step, writer, say, group) -> dict[str, Any]:  # noqa: ANN001
+def evaluate_and_log(
+    model, spec, features, config, pad_id, step, writer, say, group, halves=None
+) -> dict[str, Any]:  # noqa: ANN001
     t0 = time.time()
-    values = evaluate(model, spec, features, config.eval_batch_size, pad_id, group)
+    values, parts = evaluate_split(model, spec, features, config.eval_batch_size, pad_id, group, halves)
     record = {"type": "eval", "step": step, "metrics": values, "eval_time_s": time.time() - t0}
+    record |= parts or {}
     writer.log(record)
-    say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    shown = values | {f"select {k}": v for k, v in (parts or {}).get("select", {}).items()}
+    say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return record
 
 
@@ -503,20 +560,36 @@ def summarize(spec, config, evals, history, steps, total_steps, train_time, wall
         key: {"start": values[0], "mean": sum(values) / len(values), "end": values[-1]} if values else None
         for key, values in history.items()
     }
+    return (
+        {
+            "task": spec.name,
+            "method": config.method,
+            "main_metric": main,
+            "best": best["metrics"] | {"step": best["step"]},
+            "final": evals[-1]["metrics"] | {"step": evals[-1]["step"]},
+            "trainable_params": stats["trainable"],
+            "adapter_params": stats["adapter"],
+            "steps": steps,
+            "planned_steps": total_steps,
+            "wall_time_s": wall_time,
+            "train_time_s": train_time,
+            "time_per_step_s": train_time / max(1, steps),
+        }
+        | selected(evals, main)
+        | run_info()
+    )
+
+
+def selected(evals: list[dict[str, Any]], main: str) -> dict[str, Any]:
+    """With ``dev_split: halves``: the report half's metrics at the evaluation best on the selection
+    half (the first such, so a later tie never wins), and at the last evaluation."""
+    if "select" not in evals[-1]:
+        return {}
+    chosen = max(evals, key=lambda e: e["select"][main])
     return {
-        "task": spec.name,
-        "method": config.method,
-        "main_metric": main,
-        "best": best["metrics"] | {"step": best["step"]},
-        "final": evals[-1]["metrics"] | {"step": evals[-1]["step"]},
-        "trainable_params": stats["trainable"],
-        "adapter_params": stats["adapter"],
-        "steps": steps,
-        "planned_steps": total_steps,
-        "wall_time_s": wall_time,
-        "train_time_s": train_time,
-        "time_per_step_s": train_time / max(1, steps),
-    } | run_info()
+        "selected": chosen["report"] | {"step": chosen["step"], "selection": chosen["select"][main]},
+        "final_report": evals[-1]["report"] | {"step": evals[-1]["step"]},
+    }
 
 
 def run_info() -> dict[str, Any]:

@@ -66,7 +66,8 @@ class Recipe:
         raise NotImplementedError
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr}]
+        """The run's weight decay on matrices (never AdamW's own default of 0.01 behind its back)."""
+        return decay_groups([p for p in self.model.parameters() if p.requires_grad], lr, weight_decay)
 
     def start(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Called once the optimizer and the schedule exist."""

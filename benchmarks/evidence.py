@@ -1,0 +1,333 @@
+"""The evidence for the AROMA and SoRA papers' claims (docs/reproduction.md): a plan of GLUE runs at
+budgets that can tell the methods apart, run one after another until the plan is done.
+
+Every run of a task has the same budget, data and evaluation schedule (BUDGETS), and is evaluated on
+both halves of dev (``dev_split: halves``: checkpoints and learning rates are chosen on a fixed seed-42
+half, the other half is reported). The plan is in priority order (cut from the end):
+
+  g1  MRPC and SST-2: AROMA, LoRA r=8, LoRA r=1, SoRA; seeds 0, 1, 2; the method's default lr
+  stop  AROMA's stop: twice the planned steps, and a constant lr after warmup (MRPC and SST-2)
+  g2  learning-rate grid (default x 1/3, 1, 3; seed 0): AROMA and LoRA r=8, then LoRA r=1 and SoRA
+  g3  AdaLoRA (r 8, 1, 16), LoRA r=16, ReLoRA, full fine-tuning, BitFit, AdapterH, AdapterP: seed 0,
+      then their learning-rate grid
+  g4  the optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
+  g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (``--mpnet PATH``)
+
+Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
+10 minutes), so the plan completes across many interrupted invocations of the same command:
+
+    python benchmarks/evidence.py --threads 1            # run what is missing, in plan order
+    python benchmarks/evidence.py --dry-run              # the plan and what is done
+    python benchmarks/evidence.py --only g1 --limit 2    # the next two runs of group 1
+    python benchmarks/evidence_tables.py                 # docs/results/*.md from benchmarks/results/
+
+Each finished run writes ``benchmarks/results/<run-id>.json`` (committed); run folders go to
+``runs/evidence/<run-id>/`` (git-ignored: logs, checkpoints, adapters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "glue"
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "runs" / "evidence"
+
+# One budget per task, the same for every method: at least 1,500 optimizer steps, 15 evaluations.
+STEPS = 1500
+BUDGETS: dict[str, dict[str, Any]] = {
+    "mrpc": {"max_steps": STEPS, "batch_size": 32, "max_seq_len": 128, "eval_every": 100},
+    "sst2": {"max_steps": STEPS, "batch_size": 32, "max_seq_len": 64, "eval_every": 100},
+    "cola": {"max_steps": STEPS, "batch_size": 32, "max_seq_len": 64, "eval_every": 100},
+    "rte": {"max_steps": STEPS, "batch_size": 16, "max_seq_len": 128, "eval_every": 100},
+}
+COMMON = {"dev_split": "halves", "warmup_ratio": 0.06, "weight_decay": 0.0}
+# Method label -> (method, options). Options not named keep `aroma train`'s defaults.
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "aroma": ("aroma", {}),
+    "lora_r8": ("lora", {"r": 8, "lora_alpha": 16}),
+    "lora_r1": ("lora", {"r": 1, "lora_alpha": 2}),
+    # SoRA with its reference code's settings (r_max 8, alpha 16, lambda 10, xi 3e-4, official prox)
+    "sora": ("sora", {"r_max": 8, "lora_alpha": 16, "sparse_lambda": 10, "xi": 3e-4, "prox": "official"}),
+    "adalora": ("adalora", {"init_r": 12, "target_r": 8}),
+    "adalora_r1": ("adalora", {"init_r": 2, "target_r": 1}),
+    "adalora_r16": ("adalora", {"init_r": 24, "target_r": 16}),
+    "lora_r16": ("lora", {"r": 16, "lora_alpha": 32}),
+    "relora": ("relora", {}),
+    "full": ("full", {}),
+    "bitfit": ("bitfit", {}),
+    "adapterh": ("adapterh", {}),
+    "adapterp": ("adapterp", {}),
+}
+HEADLINE = ("aroma", "lora_r8", "lora_r1", "sora")
+OTHERS = ("adalora", "adalora_r1", "adalora_r16", "lora_r16", "relora", "full", "bitfit", "adapterh")
+OTHERS += ("adapterp",)
+LR_FACTORS = (1 / 3, 3.0)  # with the default (x1) of group 1: the grid default x 1/3, 1, 3
+# AROMA variants: name -> settings that differ from the defaults.
+STOP = {
+    "steps3000": {"max_steps": 2 * STEPS},
+    "constlr": {"lr_schedule": "constant"},
+    "constlr-steps3000": {"lr_schedule": "constant", "max_steps": 2 * STEPS},
+}
+RESETS = {"reset_zero": {"optimizer_reset": "zero"}, "reset_none": {"optimizer_reset": "none"}}
+SENSITIVITY = {
+    "eps_in0.05": {"eps_in": 0.05},
+    "eps_in0.2": {"eps_in": 0.2},
+    "eps_out2.5e-3": {"eps_out": 2.5e-3},
+    "eps_out1e-2": {"eps_out": 1e-2},
+    "t_in100": {"t_in": 100},
+    "t_in400": {"t_in": 400},
+    "check5": {"check_interval": 5},
+    "check20": {"check_interval": 20},
+    "alpha2": {"lora_alpha": 2.0},
+    "alpha8": {"lora_alpha": 8.0},
+    "rewarmup0": {"rewarmup_steps": 0},
+    "rewarmup100": {"rewarmup_steps": 100},
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One planned run: everything that decides what it computes."""
+
+    group: str
+    task: str
+    label: str  # key of METHODS
+    seed: int = 0
+    lr_factor: float = 1.0
+    variant: str = ""  # name of the settings that differ from the defaults (STOP, RESETS, SENSITIVITY)
+    changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    model: str | None = None  # None: the offline MiniLM
+    model_name: str = ""  # the other model's name in the run id
+
+    @property
+    def id(self) -> str:
+        lr = "" if self.lr_factor == 1.0 else f"-lr{self.lr_factor:.2g}x"
+        variant = f"-{self.variant}" if self.variant else ""
+        model = f"-{self.model_name}" if self.model_name else ""
+        return f"{self.task}{model}-{self.label}{lr}{variant}-s{self.seed}"
+
+    @property
+    def method(self) -> str:
+        return METHODS[self.label][0]
+
+    @property
+    def lr(self) -> float:
+        from aroma_peft.train import get_recipe
+
+        return get_recipe(self.method).default_lr * self.lr_factor
+
+    def values(self, out: Path, data_dir: Path, threads: int | None) -> dict[str, Any]:
+        """The run's flat `aroma train` settings."""
+        values = {"task": self.task, "method": self.method, "output_dir": str(out), "data_dir": str(data_dir)}
+        values |= COMMON | BUDGETS[self.task] | METHODS[self.label][1] | self.changes
+        values |= {"seed": self.seed, "lr": self.lr, "model": self.model, "quiet": True, "threads": threads}
+        return values
+
+
+def plan(mpnet: str | None = None) -> list[Run]:
+    """Every run, in the issue's priority order, each once (the grid's x1 is group 1's seed 0)."""
+    runs = [Run("g1", t, m, seed) for t in ("mrpc", "sst2") for seed in (0, 1, 2) for m in HEADLINE]
+    runs += [Run("stop", t, "aroma", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in STOP.items()]
+    for labels in (("aroma", "lora_r8"), ("lora_r1", "sora")):
+        runs += [Run("g2", t, m, 0, f) for t in ("mrpc", "sst2") for m in labels for f in LR_FACTORS]
+    runs += [Run("g3", t, m) for t in ("mrpc", "sst2") for m in OTHERS]
+    runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
+    runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
+    runs += [Run("g5", "cola", m) for m in HEADLINE]
+    runs += [Run("g5", "rte", m, model=mpnet or "mpnet-base", model_name="mpnet") for m in HEADLINE]
+    return runs
+
+
+def select(runs: list[Run], only: str | None, limit: int | None) -> list[Run]:
+    """Runs whose id or group starts with one of the comma-separated prefixes in ``only``."""
+    prefixes = [p for p in (only or "").split(",") if p]
+    chosen = [r for r in runs if not prefixes or any(r.id.startswith(p) or r.group == p for p in prefixes)]
+    return chosen[:limit] if limit is not None else chosen
+
+
+def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
+    from aroma_peft.train.checkpoint import latest
+
+    out = runs_dir / run.id
+    if (results_dir / f"{run.id}.json").is_file():
+        return "done"
+    if (out / "metrics.json").is_file():
+        return "finished (result not collected)"
+    return "interrupted" if latest(out) is not None else "to do"
+
+
+def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads: int | None) -> dict | None:
+    """Train (or resume, or only collect) one run; its result record, or None when it cannot run."""
+    from aroma_peft.errors import UserInputError
+    from aroma_peft.train import RECIPES, get_recipe, train
+    from aroma_peft.train.checkpoint import latest
+    from aroma_peft.train.config import read_config_file, resume_values, split_options
+
+    out = runs_dir / run.id
+    values = run.values(out, data_dir, threads)
+    recipe = get_recipe(run.method)
+    finished = (out / "metrics.json").is_file()
+    resume = not finished and latest(out) is not None
+    try:
+        if resume:  # refuses (one line) a plan whose settings changed since the run started
+            values = resume_values(read_config_file(out / "config.json"), values, recipe.Options)
+        others = {name: r.Options for name, r in RECIPES.items()}
+        config, options = split_options(values, recipe.Options, recipe.name, others)
+        if not finished:
+            print(f"{'resume' if resume else 'run'} {run.id} -> {out}", flush=True)
+            train(config, options, overwrite=out.exists() and not resume, resume=resume)
+    except UserInputError as err:
+        print(f"cannot run {run.id}: {err}", flush=True)
+        return None
+    record = result_record(run, out, data_dir)
+    from aroma_peft.io import write_json
+
+    write_json(results_dir / f"{run.id}.json", record)
+    return record
+
+
+def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
+    """The run's result: what it was, what it measured, how long it took, on what."""
+    from aroma_peft.train.outputs import read_run
+
+    found = read_run(out)
+    metrics, config = found["metrics"], found["config"]
+    main = metrics["main_metric"]
+    evals = [r for r in found["log"] if r["type"] == "eval"]
+    trains = {r["step"]: r for r in found["log"] if r["type"] == "train"}
+    ranks = [m for m in found["ranks"].values() if m["rank"]]
+    record = {
+        "id": run.id,
+        "group": run.group,
+        "task": run.task,
+        "model": config.get("model") or "all-MiniLM-L6-v2",
+        "label": run.label,
+        "method": run.method,
+        "variant": run.variant,
+        "options": METHODS[run.label][1] | run.changes,
+        "settings": {k: v for k, v in config.items() if k not in ("output_dir", "data_dir", "quiet")},
+        "seed": run.seed,
+        "lr": config.get("lr"),
+        "lr_factor": run.lr_factor,
+        "main_metric": main,
+        "majority": majority_baseline(run.task, data_dir),
+        "diverged": metrics.get("diverged"),
+        "steps": metrics.get("steps"),
+        "planned_steps": metrics.get("planned_steps"),
+        "stopped_early": metrics.get("stopped_early"),
+    }
+    if metrics.get("diverged"):
+        return record | {"machine": metrics["machine"], "versions": metrics["versions"]}
+    return record | {
+        "best": metrics["best"],
+        "final": metrics["final"],
+        "selected": metrics.get("selected"),
+        "final_report": metrics.get("final_report"),
+        "trainable_params": metrics["trainable_params"],
+        "adapter_params": metrics["adapter_params"],
+        "head_params": metrics["head_params"],
+        "total_rank_end": metrics.get("total_rank_end"),
+        "rank_sum": sum(m["rank"] for m in ranks),
+        "effective_rank_sum": sum(m["effective_rank"] for m in ranks),
+        "trajectory": [
+            {
+                "step": e["step"],
+                "select": e.get("select", {}).get(main),
+                "report": e.get("report", {}).get(main),
+                "adapter_params": trains.get(e["step"], {}).get("adapter_params"),
+                "total_rank": trains.get(e["step"], {}).get("total_rank"),
+            }
+            for e in evals
+        ],
+        "wall_time_s": metrics["wall_time_s"],
+        "time_per_step_s": metrics["time_per_step_s"],
+        "machine": metrics["machine"],
+        "versions": metrics["versions"],
+        "summary": {k: metrics[k] for k in ("sora", "stages") if k in metrics},
+    }
+
+
+def majority_baseline(task: str, data_dir: Path) -> dict[str, float]:
+    """The task's metrics on the report half of dev when every example gets the training set's most
+    frequent label."""
+    from collections import Counter
+
+    from aroma_peft import metrics as glue_metrics
+    from aroma_peft.data.glue import get_task, load_task
+    from aroma_peft.train.loop import dev_halves
+
+    spec = get_task(task)
+    data = load_task(spec, data_dir)
+    if spec.is_regression:
+        return {}
+    label = Counter(e.label for e in data["train"]).most_common(1)[0][0]
+    dev = {d.name: data[d.name] for d in spec.dev_sets}
+    result = {}
+    for d in spec.dev_sets:
+        report = [dev[d.name][i].label for i in dev_halves(dev)[d.name][1]]
+        result |= glue_metrics.compute(spec.metrics, [label] * len(report), report, d.prefix)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", help="comma-separated run-id prefixes or groups (g1, stop, g2 ... g5)")
+    parser.add_argument("--limit", type=int, help="at most this many runs (after --only)")
+    parser.add_argument("--dry-run", action="store_true", help="list the plan and each run's state")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (1: the machine is shared)"
+    )
+    parser.add_argument("--mpnet", help="local MPNet-base folder for the RTE runs (group 5)")
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--runs-dir", type=Path, default=RUNS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    runs = select(plan(args.mpnet), args.only, args.limit)
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.group}  {run.id:45s} {status(run, args.runs_dir, args.results_dir)}")
+        done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
+        print(f"{done} of {len(runs)} runs done")
+        return 0
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(args.runs_dir / ".lock", "w")  # noqa: SIM115  (held for the process's life)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"evidence.py: another evidence.py is running on {args.runs_dir}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
+    failed = 0
+    for index, run in enumerate(runs, 1):
+        if status(run, args.runs_dir, args.results_dir) == "done":
+            print(f"skip {run.id}: done", flush=True)
+            continue
+        t0 = time.time()
+        try:
+            record = execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
+        except Exception:  # a bug in one method must not stop the rest of the plan
+            traceback.print_exc()
+            record = None
+        failed += record is None
+        print(
+            f"[{index}/{len(runs)}] {run.id}: {'ok' if record else 'FAILED'} after {time.time() - t0:.0f} s",
+            flush=True,
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

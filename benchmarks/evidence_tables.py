@@ -1,0 +1,267 @@
+"""The tables of docs/results/ from benchmarks/results/*.json (the runs of benchmarks/evidence.py).
+
+    python benchmarks/evidence_tables.py            # writes docs/results/{glue,lr_grid,aroma}.md
+
+Metrics are x100, on the report half of dev at the evaluation best on the selection half (SoRA's
+protocol: the halves are a fixed seed-42 split). Mean ± sample std over seeds; a difference of two
+methods is called real only when |difference of means| > 2 standard errors (both with >= 2 seeds);
+single-seed rows are indicative only. Rows list only finished runs; what the plan still lacks is
+listed under the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "results"
+PAIRS = (
+    ("aroma", "lora_r8"),
+    ("aroma", "lora_r1"),
+    ("aroma", "sora"),
+    ("sora", "lora_r8"),
+    ("lora_r1", "lora_r8"),
+)
+
+
+def load(results_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+
+
+def score(record: dict[str, Any], key: str = "selected") -> float | None:
+    """The main metric (x100) of ``key`` ('selected' or 'final_report'); None for a diverged run."""
+    part = record.get(key)
+    return None if record.get("diverged") or not part else 100 * part[record["main_metric"]]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def is_default(record: dict[str, Any]) -> bool:
+    """A run of the method's defaults at its default learning rate (what the headline compares)."""
+    return record["lr_factor"] == 1.0 and not record["variant"]
+
+
+def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if is_default(r):
+            cells[
+                (f"{r['task']}" + ("" if "MiniLM" in r["model"] else f" ({r['model']})"), r["label"])
+            ].append(r)
+    return cells
+
+
+def headline(records: list[dict[str, Any]]) -> str:
+    """Per task x method: report-half metric over seeds, majority baseline, parameters, ranks, time."""
+    rows = [
+        "| task | method | seeds | selected (report half) | final (report half) | majority | adapter params "
+        "initial / mean / end | total rank end | eff. rank / rank | stopped early | s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, label), runs in sorted(by_cell(records).items()):
+        ok = [r for r in runs if not r.get("diverged")]
+        diverged = len(runs) - len(ok)
+        majority = runs[0]["majority"].get(runs[0]["main_metric"])  # none for a regression task
+        params = [
+            count(statistics.fmean(r["adapter_params"][k] for r in ok) if ok else None)
+            for k in ("start", "mean", "end")
+        ]
+        ranks = [r["total_rank_end"] for r in ok if r.get("total_rank_end") is not None]
+        ratio = [r["effective_rank_sum"] / r["rank_sum"] for r in ok if r.get("rank_sum")]
+        stopped = sum(bool(r["stopped_early"]) for r in ok)
+        steps = [r["steps"] for r in ok if r["stopped_early"]]
+        stop_text = f"{stopped}/{len(ok)}" + (f" (at {min(steps)}-{max(steps)})" if steps else "")
+        rows.append(
+            f"| {task} | {label} | {len(ok)}{f' (+{diverged} diverged)' if diverged else ''} | "
+            f"{fmt([score(r) for r in ok])} | {fmt([score(r, 'final_report') for r in ok])} | "
+            f"{'-' if majority is None else f'{100 * majority:.1f}'} | {' / '.join(params)} | "
+            f"{fmt(ranks) if ranks else '-'} | "
+            f"{f'{statistics.fmean(ratio):.2f}' if ratio else '-'} | {stop_text} | "
+            f"{fmt([r['time_per_step_s'] for r in ok]) if ok else '-'} |"
+        )
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
+
+
+def difference(a: list[float], b: list[float]) -> tuple[float, float | None, str]:
+    """Difference of means, its standard error, and the verdict (real only beyond 2 SE)."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None, "indicative (one seed)"
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return diff, se, "real" if abs(diff) > 2 * se else "within the seed spread"
+
+
+def comparisons(records: list[dict[str, Any]]) -> str:
+    cells = by_cell(records)
+    rows = ["| task | A - B | difference (x100) | 2 SE | verdict |", "|---|---|---|---|---|"]
+    for task in sorted({t for t, _ in cells}):
+        for a, b in PAIRS:
+            sa = [s for s in map(score, cells.get((task, a), [])) if s is not None]
+            sb = [s for s in map(score, cells.get((task, b), [])) if s is not None]
+            if sa and sb:
+                diff, se, verdict = difference(sa, sb)
+                two_se = "-" if se is None else f"{2 * se:.1f}"
+                rows.append(f"| {task} | {a} - {b} | {diff:+.1f} | {two_se} | {verdict} |")
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
+
+
+def lr_grid(records: list[dict[str, Any]]) -> str:
+    """Every learning rate tried (seed 0, no variant): selection-half and report-half metric; the
+    chosen one (best on the selection half) is marked."""
+    grid: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["seed"] == 0 and not r["variant"]:
+            grid[(r["task"], r["label"])].append(r)
+    rows = ["| task | method | lr: selection half / report half |", "|---|---|---|"]
+    for (task, label), runs in sorted(grid.items()):
+        if len({r["lr_factor"] for r in runs}) < 2:
+            continue
+        ok = [r for r in runs if not r.get("diverged")]
+        chosen = max(ok, key=lambda r: r["selected"]["selection"]) if ok else None
+        cells = []
+        for r in sorted(runs, key=lambda r: r["lr"]):
+            if r.get("diverged"):
+                cells.append(f"{r['lr']:.3g}: diverged")
+                continue
+            mark = " **chosen**" if r is chosen else ""
+            cells.append(f"{r['lr']:.3g}: {100 * r['selected']['selection']:.1f} / {score(r):.1f}{mark}")
+        rows.append(f"| {task} | {label} | {'; '.join(cells)} |")
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
+
+
+def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str:
+    """AROMA variants beside its defaults (seed 0): where it stopped, its ranks and metrics."""
+    rows = [
+        "| task | variant | planned steps | stopped at | selected | best report-half eval | final | "
+        "total rank end | adapter params mean |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    chosen = [
+        r
+        for r in records
+        if r["label"] == "aroma" and r["seed"] == 0 and r["lr_factor"] == 1.0 and r["variant"] in variants
+    ]
+    for r in sorted(chosen, key=lambda r: (r["task"], variants.index(r["variant"]))):
+        if r.get("diverged"):
+            rows.append(
+                f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | diverged |||||"
+            )
+            continue
+        best = max(p["report"] for p in r["trajectory"] if p["report"] is not None)
+        stop = f"{r['steps']} ({100 * r['steps'] / r['planned_steps']:.0f}%)" if r["stopped_early"] else "-"
+        rows.append(
+            f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | {stop} | {score(r):.1f} | "
+            f"{100 * best:.1f} | {score(r, 'final_report'):.1f} | {r['total_rank_end']} | "
+            f"{count(r['adapter_params']['mean'])} |"
+        )
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
+
+
+def pending(records: list[dict[str, Any]]) -> str:
+    """What the plan still lacks, per group."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from evidence import plan
+
+    done = {r["id"] for r in records}
+    missing: dict[str, list[str]] = defaultdict(list)
+    planned = plan()
+    for run in planned:
+        if run.id not in done:
+            missing[run.group].append(run.id)
+    lines = [f"{len(done & {r.id for r in planned})} of {len(planned)} planned runs finished."]
+    lines += [
+        f"- {group}: {len(ids)} pending ({', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''})"
+        for group, ids in missing.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def machine_note(records: list[dict[str, Any]]) -> str:
+    machines = {
+        (r["machine"]["cpu"], r["machine"]["cpu_count"], r["machine"]["torch_threads"]) for r in records
+    }
+    text = "; ".join(f"{cpu}, {n} cores, {t} torch thread(s)" for cpu, n, t in sorted(machines))
+    return f"Machine: {text or '-'} (shared with other jobs: times are noisy)."
+
+
+SOURCE = (
+    "Generated by `python benchmarks/evidence_tables.py` from `benchmarks/results/*.json` "
+    "(the runs of `benchmarks/evidence.py`; see docs/reproduction.md for the protocol)."
+)
+
+
+def documents(records: list[dict[str, Any]]) -> dict[str, str]:
+    """File name -> Markdown."""
+    from evidence import RESETS, SENSITIVITY, STOP
+
+    intro = [SOURCE, "", machine_note(records), "", pending(records)]
+    glue = [
+        "# GLUE: methods at a shared budget",
+        "",
+        *intro,
+        "## Headline",
+        "",
+        headline(records) or "No run finished yet.\n",
+    ]
+    diffs = comparisons(records)
+    glue += ["## Differences", "", diffs or "No pair of methods with finished runs yet.\n"]
+    grid = lr_grid(records)
+    lr = [
+        "# Learning-rate grid (seed 0; default x 1/3, 1, 3)",
+        "",
+        SOURCE,
+        "",
+        grid or "No grid finished yet.\n",
+    ]
+    aroma = ["# AROMA: its stop, optimizer resets and knobs (seed 0)", "", SOURCE, ""]
+    for title, variants in (
+        ("Stop: does the stop step follow the planned total or the schedule?", ("", *STOP)),
+        ("Optimizer reset ablation (prune 99.9% is the default)", ("", *RESETS)),
+        ("Sensitivity (MRPC)", ("", *SENSITIVITY)),
+    ):
+        aroma += [f"## {title}", "", aroma_table(records, variants) or "No run finished yet.\n"]
+    return {"glue.md": "\n".join(glue), "lr_grid.md": "\n".join(lr), "aroma.md": "\n".join(aroma)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out-dir", type=Path, default=DOCS)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from aroma_peft.io import atomic_write
+
+    records = load(args.results_dir)
+    for name, text in documents(records).items():
+        atomic_write(args.out_dir / name, lambda tmp, text=text: Path(tmp).write_text(text))
+        print(f"wrote {args.out_dir / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
