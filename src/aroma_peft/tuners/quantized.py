@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserInputError
+
+SCHEMES = ("int8",)  # torchao weight-only schemes this CPU runs (and PEFT's LoRA supports)
+
 
 def is_quantized(layer: nn.Linear) -> bool:
     """A base whose weight is no plain float tensor: a tensor subclass (torchao ``Int8Tensor``, quanto's
@@ -41,3 +45,15 @@ def refuse_merge(layer: nn.Module) -> None:
         "merging would round the update into its 4/8-bit weight; use export_lora (a PEFT LoRA adapter "
         "for the same quantized base) or load the adapter onto an unquantized base and merge there"
     )
+
+
+def quantize_linears(model: nn.Module, names: list[str], scheme: str = "int8") -> None:
+    """Quantize the named Linear layers in place (torchao weight-only), as a user would before ``adapt``."""
+    if scheme not in SCHEMES:
+        raise UserInputError(f"quantize: unknown scheme {scheme!r} (choose from {', '.join(SCHEMES)})")
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as error:
+        raise UserInputError("quantize: needs torchao (pip install 'aroma-peft[quant]')") from error
+    wanted = set(names)
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda module, name: name in wanted)
