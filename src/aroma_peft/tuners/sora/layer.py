@@ -5,7 +5,8 @@
 A gate driven to exactly 0 by the proximal step switches its rank off; :meth:`SoraLinear.prune`
 removes those ranks (A' = A[K], B' = B[:, K] diag(g_K), g' = 1, frozen), which leaves an ordinary
 LoRA of rank |K| with the same scale s. ``lora_factors`` returns the pruned factors at any time, so
-export and merging see the same update before and after pruning.
+export and merging see the same update before and after pruning. On a quantized base
+(``tuners/quantized.py``) the factors and gates are fp32 and the update is exported, never merged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layer import AdapterLayer
+from ..quantized import is_quantized, refuse_merge
 from .config import SoraConfig
 
 
@@ -26,6 +28,7 @@ class SoraLinear(AdapterLayer):
     def __init__(self, base_layer: nn.Linear, config: SoraConfig, generator: torch.Generator) -> None:
         super().__init__(base_layer, config)
         w = base_layer.weight
+        self.quantized = is_quantized(base_layer)
         a, b = self.new_factors(config.r, generator)
         self.lora_A = nn.Parameter(a)  # (r_max, n)
         self.lora_B = nn.Parameter(b)  # (m, r_max)
@@ -33,9 +36,14 @@ class SoraLinear(AdapterLayer):
             gate = torch.randn(config.r, generator=generator)
         else:
             gate = torch.ones(config.r)
-        self.gate = nn.Parameter(gate.to(device=w.device, dtype=w.dtype))  # (r_max,)
+        self.gate = nn.Parameter(gate.to(device=w.device, dtype=self.factor_dtype))  # (r_max,)
         # After pruning the gates are fixed at 1 (folded into B) and no longer trained or penalised.
         self.register_buffer("pruned", torch.tensor(False, device=w.device))
+
+    @property
+    def factor_dtype(self) -> torch.dtype:
+        """fp32 on a quantized base (its weight's dtype may be int8), the base weight's otherwise."""
+        return torch.float32 if self.quantized else self.base_layer.weight.dtype
 
     @property
     def is_pruned(self) -> bool:
@@ -45,8 +53,8 @@ class SoraLinear(AdapterLayer):
         result = self.base_layer(x)
         if self.lora_A.shape[0] == 0:
             return result
-        h = F.linear(self.dropout(x), self.lora_A)  # (..., r)
-        return result + F.linear(h * (self.gate * self.scaling), self.lora_B)
+        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., r)
+        return result + F.linear(h * (self.gate * self.scaling), self.lora_B).to(result.dtype)
 
     # --- AdapterLayer interface ----------------------------------------------------------------
     @torch.no_grad()
@@ -54,6 +62,11 @@ class SoraLinear(AdapterLayer):
         """The update without its switched-off ranks: ``A[K]``, ``B[:, K] diag(g_K)``, ``alpha / r_max``."""
         keep = self.gate != 0
         return self.lora_A[keep].clone(), self.lora_B[:, keep] * self.gate[keep], self.scaling
+
+    def merged_linear(self) -> nn.Linear:
+        if self.quantized:
+            refuse_merge(self.base_layer)
+        return super().merged_linear()
 
     @property
     def rank(self) -> int:
