@@ -214,7 +214,13 @@ class CommonsenseTask(Task):
         return model, tokenizer
 
     def default_target_modules(self, model: nn.Module) -> list[str]:
-        return default_target_modules(model)
+        """Full names of the Linear modules the family's defaults name (full fine-tuning takes names)."""
+        suffixes = set(default_target_modules(model))
+        return [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and n.rpartition(".")[2] in suffixes
+        ]
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> tuple[list[dict[str, list[int]]], int]:
         encoded = [encode_example(e, tokenizer, self.cutoff, self.train_on_prompt) for e in examples]
