@@ -141,17 +141,6 @@ def predict(
 
 
 @torch.no_grad()
-def evaluate(
-    model: Any, spec: TaskSpec, features: dict[str, list], batch_size: int, pad_id: int
-) -> dict[str, float]:
-    """Every metric of the task on every dev set (MNLI: matched, and mismatched prefixed ``mm_``)."""
-    result: dict[str, float] = {}
-    for dev in spec.dev_sets:
-        result |= metrics_on(model, spec, features[dev.name], batch_size, pad_id, dev.prefix)
-    return result
-
-
-@torch.no_grad()
 def metrics_on(
     model: Any, spec: TaskSpec, feats: list[dict[str, Any]], batch_size: int, pad_id: int, prefix: str = ""
 ) -> dict[str, float]:

@@ -20,12 +20,12 @@ from ..errors import UserInputError
 from ..models import check_module_names
 from ..tasks import task_for
 from ..tasks.base import Task
-from ..tasks.glue import evaluate, load_model, metrics_on  # noqa: F401  (their home before tasks/)
+from ..tasks.glue import load_model, metrics_on  # noqa: F401  (imported from here by merge and tests)
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
 from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
-from .evals import dev_halves, evaluate_and_log, evaluate_stage  # noqa: F401  (dev_halves: ditto)
+from .evals import dev_halves, evaluate_and_log, evaluate_stage
 from .recipe import get_recipe
 from .results import delta_rank_stats, finish_diverged, machine, summarize, warn_if_machine_differs
 from .summary import run_summary
