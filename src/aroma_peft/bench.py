@@ -202,6 +202,13 @@ def bench_task(config: BenchConfig) -> Any:
     return GlueTask(get_task(config.task), config.seq_len, config.seed)
 
 
+def default_model(task: str) -> str:
+    """What a bench without ``--model`` ran, for its table."""
+    from .tasks import TASKS
+
+    return "SmolLM2-135M-Instruct-Q4_1-dequantized (default)" if task in TASKS else "MiniLM (default)"
+
+
 def training_step(
     model: torch.nn.Module,
     task: Any,
@@ -366,7 +373,7 @@ def markdown(result: dict[str, Any]) -> str:
     load = result["load_average"]
     lines = [
         f"Seconds per optimizer step, {c['task']} head, batch {c['batch_size']} x {c['seq_len']} tokens, "
-        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}; "
+        f"model {c['model'] or default_model(c['task'])}{', bf16 autocast' if c['bf16'] else ''}; "
         f"{c['rounds']} interleaved rounds of {c['steps']} steps "
         f"after {c['warmup']} warmup steps per method.",
         "",

@@ -102,6 +102,7 @@ def _train(
     else:
         out, resume_from = outputs.prepare(config.output_dir, overwrite), None  # before any slow work
     train_examples, eval_examples = task.load_data(config)
+    torch.manual_seed(config.seed)  # the adapters' initialisation (GLUE seeds again for its new head)
     model, tokenizer = task.load_model(config.model)
     model.to(group.device)
     train_features, dropped = task.encode(train_examples, tokenizer)
