@@ -145,6 +145,21 @@ def test_bad_commonsense_settings_are_one_line(data, tmp_path, capsys, args, mat
     assert not (tmp_path / "out").exists()
 
 
+def test_commonsense_settings_are_refused_for_glue(tmp_path, capsys):
+    args = [
+        "train",
+        "--task",
+        "sst2",
+        "--method",
+        "lora",
+        "--train-on-prompt",
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2
+    assert "train_on_prompt=True: settings of --task commonsense, not of GLUE" in capsys.readouterr().err
+
+
 def test_folded_live_piece_gives_the_same_outputs_and_restores_the_weights():
     from aroma_peft import AromaConfig, adapt
     from aroma_peft.tasks.causal_lm import default_target_modules

@@ -18,6 +18,7 @@ from ..train.recipe import block_linears, default_heads
 from .base import Task
 
 DEFAULT_MAX_SEQ_LEN = 128
+CAUSAL_ONLY = {"train_on_prompt": False, "eval_data_dir": None, "eval_sets": None, "eval_mode": "loglik"}
 
 
 class GlueTask(Task):
@@ -35,6 +36,9 @@ class GlueTask(Task):
 
     @classmethod
     def from_config(cls, config: Any) -> GlueTask:
+        given = [f"{k}={getattr(config, k)!r}" for k, v in CAUSAL_ONLY.items() if getattr(config, k) != v]
+        if given:
+            raise UserInputError(f"{', '.join(given)}: settings of --task commonsense, not of GLUE")
         return cls(get_task(config.task), config.max_seq_len or DEFAULT_MAX_SEQ_LEN, config.seed)
 
     def load_split(self, data_dir, split, sets=None, limit=None):  # noqa: ANN001, ANN201
