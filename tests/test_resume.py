@@ -282,9 +282,9 @@ NO_ADAPTER = "(no adapter saved; the last checkpoint is kept)"
 
 def poison(monkeypatch, where: str, at_forward: int) -> None:
     """Make the ``at_forward``-th training forward's loss (or its gradient) NaN, as bad data would."""
-    from aroma_peft.train import loop
+    from aroma_peft.tasks import glue
 
-    load = loop.load_model
+    load = glue.load_model
 
     def load_poisoned(*args, **kwargs):
         tokenizer, model = load(*args, **kwargs)
@@ -304,7 +304,7 @@ def poison(monkeypatch, where: str, at_forward: int) -> None:
         model.classifier.register_forward_hook(hook)
         return tokenizer, model
 
-    monkeypatch.setattr(loop, "load_model", load_poisoned)
+    monkeypatch.setattr(glue, "load_model", load_poisoned)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ it, the floors included; only methods that train beside a frozen base run on it 
 backpropagation stops at the lowest block that still trains (autograd builds no graph below it).
 
 Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
-same shape. Peak memory comes from one subprocess per method (a process's peak never goes down).
+same shape; the loss is the task's (``--task commonsense``: a causal LM whose loss is taken on the last
+``RESPONSE_TOKENS`` positions of each row, as a commonsense response, with the LM head only there).
+Peak memory comes from one subprocess per method (a process's peak never goes down).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .data.glue import get_task
 from .errors import UserInputError
 from .io import atomic_write, write_json
 
@@ -47,6 +48,7 @@ LATE = "aroma_late"
 METHODS = ("aroma", "sora", "lora", "adalora", "relora", "full", LATE, *FLOORS)
 QUANTIZABLE = ("aroma", "sora", "lora", LATE, *FLOORS)  # the others write or train the base weights
 JSON_NAME, MARKDOWN_NAME = "bench.json", "bench.md"
+RESPONSE_TOKENS = 8  # "the correct answer is answer1" + EOS: the positions a commonsense row trains on
 
 
 @dataclass
@@ -54,7 +56,10 @@ class BenchConfig:
     """What to time; every field is an ``aroma bench`` flag."""
 
     model: str | None = field(default=None, metadata={"help": "Model folder or hub name; default: MiniLM."})
-    task: str = field(default="sst2", metadata={"help": "GLUE task: sets the head (labels, regression)."})
+    task: str = field(
+        default="sst2",
+        metadata={"help": "GLUE task (sets the head: labels, regression) or commonsense (a causal LM)."},
+    )
     batch_size: int = field(default=32, metadata={"help": "Examples per step."})
     seq_len: int = field(default=128, metadata={"help": "Tokens per example (every step has this shape)."})
     methods: list[str] = field(
@@ -97,7 +102,7 @@ class BenchConfig:
             problems.append("--output-dir is required")
         if problems:
             raise UserInputError("; ".join(problems) + f" (methods: {', '.join(METHODS)})")
-        get_task(self.task)  # names the task if it is unknown
+        bench_task(self)  # names the task if it is unknown
 
     @property
     def total_steps(self) -> int:
@@ -128,14 +133,15 @@ class Runner:
 def build(name: str, config: BenchConfig) -> Runner:
     """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors."""
     from .train.config import TrainConfig
-    from .train.loop import linear_schedule, load_model
-    from .train.recipe import block_linears, default_heads, get_recipe
+    from .train.loop import linear_schedule
+    from .train.recipe import get_recipe
     from .tuners.model import find_saved_modules
 
-    spec = get_task(config.task)
-    _, model = load_model(config.model, spec, config.seed)
-    heads = find_saved_modules(model, default_heads(model))
+    task = bench_task(config)
+    model, _ = task.load_model(config.model)
+    heads = find_saved_modules(model, task.default_heads(model))
     if config.quantize:
+        from .train.recipe import block_linears
         from .tuners.quantized import quantize_linears
 
         quantize_linears(model, block_linears(model), config.quantize)
@@ -144,12 +150,13 @@ def build(name: str, config: BenchConfig) -> Runner:
 
         def forward_step(batch: dict[str, torch.Tensor]) -> None:
             with torch.no_grad(), autocast(config):
-                model(**batch)
+                task.loss(model, batch)
 
         return Runner(name, model, forward_step)
     if name == "frozen":
         model.requires_grad_(False)
         params = [p for h in heads for p in model.get_submodule(h).parameters()]
+        params = params or list(model.get_decoder().norm.parameters())  # no head: the final norm trains
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=1e-3)
@@ -161,7 +168,7 @@ def build(name: str, config: BenchConfig) -> Runner:
             return {k: v for k, v in batch.items() if k != "input_ids"} | {"inputs_embeds": embeds}
 
         runner = Runner(name, model)
-        runner.step = training_step(model, optimizer, runner, inputs, config)
+        runner.step = training_step(model, task, optimizer, runner, inputs, config)
         model.train()
         return runner
     recipe_cls = get_recipe("aroma" if name == LATE else name)
@@ -171,7 +178,7 @@ def build(name: str, config: BenchConfig) -> Runner:
         batch_size=config.batch_size, max_seq_len=config.seq_len, max_steps=planned, seed=config.seed,
     )  # fmt: skip
     recipe = recipe_cls(train_config, recipe_cls.Options(), planned)
-    model = recipe.wrap(model, block_linears(model), heads)
+    model = recipe.wrap(model, task.default_target_modules(model), heads)
     if name == LATE:
         finish_lower_half(model)
     lr = recipe_cls.default_lr
@@ -185,7 +192,7 @@ def build(name: str, config: BenchConfig) -> Runner:
         recipe.after_optimizer_step(runner.optimizer_steps[0])
         scheduler.step()
 
-    runner.step = training_step(model, optimizer, runner, lambda b: b, config, after_step)
+    runner.step = training_step(model, task, optimizer, runner, lambda b: b, config, after_step)
     model.train()
     return runner
 
@@ -203,8 +210,27 @@ def finish_lower_half(model: torch.nn.Module) -> None:
             layer.finish()
 
 
+def bench_task(config: BenchConfig) -> Any:
+    """The task whose model, targets, heads and loss the bench uses (``seq_len`` is its length)."""
+    from .data.glue import get_task
+    from .tasks import TASKS
+    from .tasks.glue import GlueTask
+
+    if config.task in TASKS:
+        return TASKS[config.task](config.seq_len)
+    return GlueTask(get_task(config.task), config.seq_len, config.seed)
+
+
+def default_model(task: str) -> str:
+    """What a bench without ``--model`` ran, for its table."""
+    from .tasks import TASKS
+
+    return "SmolLM2-135M-Instruct-Q4_1-dequantized (default)" if task in TASKS else "MiniLM (default)"
+
+
 def training_step(
     model: torch.nn.Module,
+    task: Any,
     optimizer: torch.optim.Optimizer,
     runner: Runner,
     inputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
@@ -220,7 +246,7 @@ def training_step(
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         with autocast(config):
-            loss = model(**inputs(batch)).loss
+            loss = task.loss(model, inputs(batch))
         loss.backward()
         optimizer.step()
         start = time.perf_counter()
@@ -236,14 +262,21 @@ def autocast(config: BenchConfig) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16)
 
 
-def make_batches(config: BenchConfig, vocab_size: int, num_labels: int, count: int = 4) -> list[dict]:
-    """``count`` batches of random ids of exactly batch_size x seq_len, labels for the task's head."""
+def make_batches(config: BenchConfig, vocab_size: int, task: Any, count: int = 4) -> list[dict]:
+    """``count`` batches of random ids of exactly batch_size x seq_len, labels for the task's head
+    (a causal LM: the ids themselves on the last RESPONSE_TOKENS positions, -100 elsewhere)."""
+    from .tasks.causal_lm import IGNORE
+
+    num_labels = task.spec.num_labels if hasattr(task, "spec") else None
     g = torch.Generator().manual_seed(config.seed)
     shape = (config.batch_size, config.seq_len)
     result = []
     for _ in range(count):
         ids = torch.randint(0, vocab_size, shape, generator=g)
-        if num_labels == 1:
+        if num_labels is None:
+            labels = ids.clone()
+            labels[:, : -RESPONSE_TOKENS - 1] = IGNORE  # position t predicts t + 1: the last 8 tokens
+        elif num_labels == 1:
             labels = torch.rand(config.batch_size, generator=g) * 5
         else:
             labels = torch.randint(0, num_labels, (config.batch_size,), generator=g)
@@ -290,7 +323,7 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
         runners = {name: build(name, config) for name in config.methods}
         trainable_start = {name: r.trainable() for name, r in runners.items()}
         vocab_size = next(iter(runners.values())).vocab_size
-        batches = make_batches(config, vocab_size, get_task(config.task).num_labels)
+        batches = make_batches(config, vocab_size, bench_task(config))
         times, cpu_times = time_methods(config, runners, batches)
         result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
         result["command"] = command
@@ -359,7 +392,7 @@ def markdown(result: dict[str, Any]) -> str:
     load = result["load_average"]
     lines = [
         f"Seconds per optimizer step, {c['task']} head, batch {c['batch_size']} x {c['seq_len']} tokens, "
-        f"model {c['model'] or 'MiniLM (default)'}{', bf16 autocast' if c['bf16'] else ''}"
+        f"model {c['model'] or default_model(c['task'])}{', bf16 autocast' if c['bf16'] else ''}"
         f"{', ' + c['quantize'] + ' weight-only base (torchao)' if c.get('quantize') else ''}; "
         f"{c['rounds']} interleaved rounds of {c['steps']} steps "
         f"after {c['warmup']} warmup steps per method.",
@@ -406,10 +439,9 @@ def peak_memory(config: BenchConfig, name: str) -> float:
 def _memory_probe(config: BenchConfig) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
-    spec = get_task(config.task)
     runner = build(config.methods[0], config)
     vocab_size = runner.vocab_size
-    for batch in make_batches(config, vocab_size, spec.num_labels, count=config.total_steps):
+    for batch in make_batches(config, vocab_size, bench_task(config), count=config.total_steps):
         runner.step(batch)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
     print(json.dumps({"peak_memory_mb": peak_kb / 1024}))

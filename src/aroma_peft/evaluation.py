@@ -127,22 +127,15 @@ def _commonsense(
 def _glue_run(
     run: Path, config: dict[str, Any], data_dir: str | Path | None, eval_limit: int | None, batch_size: int
 ) -> dict[str, Any]:
-    """A GLUE run on its dev sets, through the training loop's loading, tokenizing and metric code."""
+    """A GLUE run on its dev sets, through the training loop's task: its loading, tokenizing and metrics."""
     from .data.glue import get_task as glue_task
-    from .data.glue import load_task
-    from .train import batches
-    from .train.loop import evaluate as glue_evaluate
-    from .train.loop import load_model
+    from .tasks.glue import DEFAULT_MAX_SEQ_LEN, GlueTask
 
     spec = glue_task(str(config.get("task")))
-    data = load_task(spec, data_dir or config.get("data_dir"))
-    tokenizer, base = load_model(config.get("model"), spec, config.get("seed", 0))
-    net = attach_run(base, run)
-    max_len = config.get("max_seq_len", 128)
-    features = {
-        dev.name: batches.tokenize(tokenizer, data[dev.name][:eval_limit], max_len) for dev in spec.dev_sets
-    }
-    metrics = glue_evaluate(net, spec, features, batch_size, tokenizer.pad_token_id)
+    task = GlueTask(spec, config.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN, config.get("seed", 0))
+    sets = task.load_split(data_dir or config.get("data_dir"), "dev", limit=eval_limit)
+    base, tokenizer = task.load_model(config.get("model"))
+    metrics = task.evaluate(attach_run(base, run), tokenizer, sets, batch_size=batch_size)
     return {"model": config.get("model"), "metrics": metrics, "eval_limit": eval_limit}
 
 

@@ -17,8 +17,9 @@ def add_parser(commands: Any) -> None:
 
     parser = commands.add_parser(
         "train",
-        help="fine-tune on a GLUE task",
-        description="Fine-tune a pretrained encoder on a GLUE task with AROMA or a baseline. Settings come "
+        help="fine-tune on a GLUE task or on commonsense (a causal LM)",
+        description="Fine-tune a pretrained encoder on a GLUE task, or a causal LM on the commonsense sets "
+        "(--task commonsense), with AROMA or a baseline. Settings come "
         "from --config FILE (YAML or JSON, the same keys as the flags) and the flags, which override it.",
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (keys as the flags, '_' for '-')")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import UserInputError
 from .base import Task
 from .commonsense import CommonsenseTask
@@ -16,4 +18,13 @@ def get_task(name: str, **options: object) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Task", "get_task"]
+def task_for(config: Any) -> Task:
+    """The task a training run's ``--task`` names: a registered family, else a GLUE task by name."""
+    if config.task in TASKS:
+        return TASKS[config.task].from_config(config)
+    from .glue import GlueTask
+
+    return GlueTask.from_config(config)
+
+
+__all__ = ["TASKS", "Task", "get_task", "task_for"]

@@ -83,7 +83,10 @@ def causal_lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
     """
     inner = hf_model(model)
     hidden = inner.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        input_ids=batch.get("input_ids"),
+        inputs_embeds=batch.get("inputs_embeds"),  # the bench's frozen floor backpropagates to these
+        attention_mask=batch["attention_mask"],
+        use_cache=False,
     ).last_hidden_state  # (B, T, H)
     targets = batch["labels"][:, 1:]  # position t predicts token t + 1
     keep = targets != IGNORE

