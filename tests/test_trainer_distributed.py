@@ -34,7 +34,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, out: dict) -> None:
     os.environ.update({k: str(v) for k, v in env.items()} | {"MASTER_ADDR": "127.0.0.1"})
     torch.set_num_threads(1)
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_trainer import Pairs, aroma_config, args, tiny_bert
+    from test_trainer import Pairs, args, aroma_config, tiny_bert
 
     class ShrinkOnRank1(TrainerCallback):
         """Runs before AromaCallback's on_optimizer_step: rank 1's pieces look too small to keep."""
