@@ -9,8 +9,11 @@ from ..errors import UserInputError
 from ..train.outputs import METRICS, read_run
 from .table import markdown_table
 
-# What the figures and the table read from a run's metrics.json.
+# What the figures and the table read from a run's metrics.json, of every schema (1: no
+# schema_version; 2: versions and world_size added, "end" counts after the last step).
 METRIC_KEYS = ("task", "method", "main_metric", "best", "final", "steps", "time_per_step_s", "wall_time_s")
+# A diverged run ("diverged": "diverged at step N: ...") has no best / final / times: it is shown as such.
+DIVERGED_KEYS = ("task", "method", "main_metric", "steps")
 
 
 def write_report(run_dirs: list[str], out: str | Path, modules: list[str] | None = None) -> list[Path]:
@@ -42,12 +45,13 @@ def check_metrics(run: dict[str, Any]) -> dict[str, Any]:
     where = Path(run["dir"]) / METRICS
     if not isinstance(metrics, dict):
         raise UserInputError(f"{where}: expected a JSON object, found a {type(metrics).__name__}")
-    missing = [key for key in METRIC_KEYS if key not in metrics]
+    diverged = bool(metrics.get("diverged"))
+    missing = [key for key in (DIVERGED_KEYS if diverged else METRIC_KEYS) if key not in metrics]
     main = metrics.get("main_metric")
     missing += [
         f"{key}.{main}"
         for key in ("best", "final")
-        if not isinstance(metrics.get(key), dict) or main not in metrics[key]
+        if not diverged and (not isinstance(metrics.get(key), dict) or main not in metrics[key])
     ]
     if missing:
         raise UserInputError(

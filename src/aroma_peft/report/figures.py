@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
+from .table import diverged_step  # noqa: E402
 
 KIND_ORDER = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 LAYER = re.compile(r"\.(\d+)\.(.+)$")  # "...layer.3.attention.self.query" -> ("3", "attention.self.query")
@@ -64,6 +65,11 @@ def training_curves(runs: list[dict[str, Any]], path: Path, modules: list[str] |
     styles = ["-", "--", ":", "-."]
     for i, run in enumerate(runs):
         color, label = colors[i % len(colors)], run["label"]
+        if run["metrics"].get("diverged"):  # its curves up to the break, and a line where it broke
+            step = diverged_step(run["metrics"])
+            label = f"{label} (diverged at step {step})"
+            for ax in axes.flat:
+                ax.axvline(step, color=color, ls=":", lw=1)
         axes[0, 0].plot(*series(run, "adapter_params"), color=color, label=label)
         steps, ranks = series(run, "total_rank")
         if steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ def metric_cell(metrics: dict[str, Any], run: dict[str, Any]) -> str:
     return cell + "".join(f" ({k} {100 * metrics[k]:.1f})" for k in extra)
 
 
+def diverged_step(metrics: dict[str, Any]) -> int:
+    """The step a diverged run stopped at, from "diverged at step N: ..." (else its last good step + 1)."""
+    match = re.search(r"diverged at step (\d+)", str(metrics["diverged"]))
+    return int(match.group(1)) if match else metrics["steps"] + 1
+
+
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     """One row per run: task, method, dev metric (best and final), parameters, rank and time."""
     header = (
@@ -40,18 +47,23 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
         params = m.get("adapter_params") or {}
         steps = f"{m['steps']}" + (" (stopped)" if m.get("stopped_early") else "")
         rank = m.get("total_rank_end")
+        if m.get("diverged"):  # no dev metric, size or time to compare: say where it broke
+            best, final = f"{m['main_metric']} diverged at step {diverged_step(m)}", "-"
+            steps = f"{m['steps']} (diverged)"
+        else:
+            best, final = f"{m['main_metric']} {metric_cell(m['best'], run)}", metric_cell(m["final"], run)
         cells = [
             m["task"],
             run_label(run),
             m["method"],
-            f"{m['main_metric']} {metric_cell(m['best'], run)}",
-            metric_cell(m["final"], run),
+            best,
+            final,
             fmt_params(params.get("start")),
             fmt_params(params.get("mean")),
             fmt_params(m.get("adapter_params_pruned", params.get("end"))),
             "-" if rank is None else str(rank),
-            f"{m['time_per_step_s']:.2f} s",
-            fmt_seconds(m["wall_time_s"]),
+            "-" if m.get("time_per_step_s") is None else f"{m['time_per_step_s']:.2f} s",
+            "-" if m.get("wall_time_s") is None else fmt_seconds(m["wall_time_s"]),
             steps,
         ]
         lines.append("| " + " | ".join(cells) + " |")
