@@ -6,7 +6,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from aroma_peft.train.config import TrainConfig
-from aroma_peft.train.loop import optimizer_step
+from aroma_peft.tasks import task_for
+from aroma_peft.train.loop import TaskLoss, optimizer_step
 from aroma_peft.train.recipe import block_linears, default_heads
 from aroma_peft.train.sora import SoraOptions, SoraRecipe
 from aroma_peft.tuners.sora.controller import SoraController
@@ -62,7 +63,8 @@ def test_clipping_sees_the_penalty_gradient(max_grad_norm):
     model = recipe.model
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    _, fault = optimizer_step(model, batch(), optimizer, max_grad_norm)
+    forward = TaskLoss(model, task_for(recipe.config), recipe)  # the loop's training forward
+    _, fault = optimizer_step(forward, batch(), optimizer, max_grad_norm)
     assert fault is None
     updates = {n: before[n] - p.detach() for n, p in model.named_parameters() if n in before}
 
@@ -90,3 +92,27 @@ def test_evaluation_forward_adds_no_penalty():
     with torch.no_grad():
         model(**batch())
     assert all(p.grad is None for p in model.parameters())
+
+
+class BypassingTask:
+    """A task whose loss runs the wrapped model directly, not ``AdaptedModel.forward`` (as the causal-LM
+    loss does, to apply the head at loss positions only)."""
+
+    def loss(self, model, batch):  # noqa: ANN001, ANN201
+        return model.model(**batch).loss
+
+
+def test_penalty_reaches_a_loss_that_bypasses_the_model_forward():
+    recipe, optimizer = sora_recipe(None)
+    model = recipe.model
+    model.train()
+    optimizer_step(TaskLoss(model, BypassingTask(), recipe), batch(), optimizer, None)
+    with_penalty = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("gate")}
+
+    recipe, optimizer = sora_recipe(None)
+    recipe.model.train()
+    optimizer.zero_grad()
+    recipe.model.model(**batch()).loss.backward()  # the task gradient alone
+    optimizer.step()
+    without = {n: p.detach() for n, p in recipe.model.named_parameters() if n.endswith("gate")}
+    assert with_penalty and any(not torch.equal(with_penalty[n], without[n]) for n in without)

@@ -26,7 +26,7 @@ from ..tuners.sora.schedule import summarize_stages
 from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
 from .evals import dev_halves, evaluate_and_log, evaluate_stage
-from .recipe import get_recipe
+from .recipe import Recipe, get_recipe
 from .results import delta_rank_stats, finish_diverged, machine, summarize, warn_if_machine_differs
 from .summary import run_summary
 
@@ -128,7 +128,9 @@ def _train(
     if resume_from is not None:
         checkpoint.load_model(model, resume_from)  # before the controller sees which modules finished
     recipe.start(optimizer, scheduler)
-    forward = distributed.wrap(TaskLoss(model, task), group)  # the training loss (DDP with several processes)
+    forward = distributed.wrap(
+        TaskLoss(model, task, recipe), group
+    )  # the training loss (DDP with several processes)
 
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress(order_state=generator.get_state())
@@ -319,11 +321,12 @@ class TaskLoss(torch.nn.Module):
     """The task's loss as a module's forward, so that DDP wraps it (its hooks reduce the gradients of
     whatever parameters the loss used, also when the task calls parts of the model, not its forward)."""
 
-    def __init__(self, model: torch.nn.Module, task: Task) -> None:
+    def __init__(self, model: torch.nn.Module, task: Task, recipe: Recipe) -> None:
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.recipe = model, task, recipe
 
     def forward(self, **batch: torch.Tensor) -> LossOutput:
+        self.recipe.before_training_forward()  # here, not as a model hook: a task may bypass forward
         return LossOutput(loss=self.task.loss(self.model, batch))
 
 

@@ -73,6 +73,9 @@ class Recipe:
         """Called once the optimizer and the schedule exist."""
 
     # --- per step ----------------------------------------------------------------------------------
+    def before_training_forward(self) -> None:
+        """Called before each training forward, after the previous step's ``zero_grad()``."""
+
     def after_optimizer_step(self, step: int) -> None:
         """Called after ``optimizer.step()`` for global step ``step`` (1-based), before ``zero_grad()``."""
 

@@ -1,7 +1,8 @@
 """SoRA: a gated LoRA of rank r_max whose gates a proximal step switches off (aroma_peft.tuners.sora).
 
 The sparse penalty ``sparse_lambda * mean(|g|)`` enters through its gradient, added to the gates at the
-start of each training forward (a forward pre-hook; the loop zeroes gradients after every step), so the
+start of each training forward (``before_training_forward``, which the loop calls whatever part of the
+model a task's loss runs; the loop zeroes gradients after every step), so the
 backward accumulates the task gradient onto it: the loop's loss stays the task loss, and
 ``--max-grad-norm`` clips the sum exactly as if the penalty were part of the loss (as ``SoraCallback``
 does at ``on_step_begin``). Without clipping the step is the same as adding the penalty after the
@@ -112,13 +113,10 @@ class SoraRecipe(AdapterRecipe):
 
     def start(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         self.controller = SoraController(self.model, optimizer)
-        self.model.register_forward_pre_hook(self._add_penalty_grad)
         self._stage_events: list[dict[str, Any]] = []
 
-    def _add_penalty_grad(self, module: torch.nn.Module, args: Any) -> None:
-        """Before a training forward only: evaluation runs in eval mode under ``no_grad``."""
-        if module.training and torch.is_grad_enabled():
-            self.controller.add_penalty_grad()
+    def before_training_forward(self) -> None:
+        self.controller.add_penalty_grad()
 
     def after_optimizer_step(self, step: int) -> None:
         self.controller.step()
