@@ -225,3 +225,17 @@ def test_cli_exits_2_with_one_line_and_no_run_folder(layout, data):
         assert stderr.getvalue().startswith(f"aroma train: error: {folder / name}:{line}: ")
         assert stderr.getvalue().count("\n") == 1
         assert not out.exists()
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "1e999", "-7", "5.5"])
+def test_stsb_score_outside_its_scale_names_file_and_line(tmp_path, score):
+    layout = next(layout for layout in LAYOUTS if layout.task == "stsb")
+    good = ["x"] * layout.num_fields
+    good[layout.label_idx] = "3.2"
+    bad = list(good)
+    bad[layout.label_idx] = score
+    lines = ["\t".join(good).encode(), "\t".join(bad).encode()]
+    folder = write(tmp_path, layout, {"train.tsv": encode(layout, layout.header, lines), "dev.tsv": b""})
+    with pytest.raises(DataFileError, match=r"train\.tsv:3: score .* outside STS-B's range") as err:
+        load_task("stsb", folder)
+    assert "\n" not in str(err.value)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from aroma_peft.train.config import TrainConfig
 from aroma_peft.tasks import task_for
+from aroma_peft.train.config import TrainConfig
 from aroma_peft.train.loop import TaskLoss, optimizer_step
 from aroma_peft.train.recipe import block_linears, default_heads
 from aroma_peft.train.sora import SoraOptions, SoraRecipe

@@ -222,9 +222,12 @@ def _columns(spec: TaskSpec, path: Path, rows) -> tuple[list[int], int, int]:  #
 def _parse_label(spec: TaskSpec, path: Path, line: int, value: str) -> int | float:
     if spec.labels is None:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataFileError(f"{path}:{line}: score {value!r} is not a number") from None
+        if not 0.0 <= score <= 5.0:  # STS-B's similarity scale; also refuses nan and inf
+            raise DataFileError(f"{path}:{line}: score {value!r} is outside STS-B's range [0, 5]")
+        return score
     if value not in spec.labels:
         raise DataFileError(f"{path}:{line}: label {value!r} is not one of {list(spec.labels)}")
     return spec.labels.index(value)
