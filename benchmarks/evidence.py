@@ -246,9 +246,13 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
                 "report": e.get("report", {}).get(main),
                 "adapter_params": trains.get(e["step"], {}).get("adapter_params"),
                 "total_rank": trains.get(e["step"], {}).get("total_rank"),
+                "finished_modules": trains.get(e["step"], {}).get("finished_modules"),
             }
             for e in evals
         ],
+        "first_module_finished_at": next(
+            (s for s, r in sorted(trains.items()) if r.get("finished_modules")), None
+        ),
         "wall_time_s": metrics["wall_time_s"],
         "time_per_step_s": metrics["time_per_step_s"],
         "machine": metrics["machine"],

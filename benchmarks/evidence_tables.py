@@ -155,9 +155,9 @@ def lr_grid(records: list[dict[str, Any]]) -> str:
 def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str:
     """AROMA variants beside its defaults (seed 0): where it stopped, its ranks and metrics."""
     rows = [
-        "| task | variant | planned steps | stopped at | selected | best report-half eval | final | "
-        "total rank end | adapter params mean |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | variant | planned steps | first module finished | stopped at | selected | "
+        "best report-half eval | final | total rank end | adapter params mean |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     chosen = [
         r
@@ -167,13 +167,16 @@ def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str
     for r in sorted(chosen, key=lambda r: (r["task"], variants.index(r["variant"]))):
         if r.get("diverged"):
             rows.append(
-                f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | diverged |||||"
+                f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | diverged ||||||"
             )
             continue
         best = max(p["report"] for p in r["trajectory"] if p["report"] is not None)
         stop = f"{r['steps']} ({100 * r['steps'] / r['planned_steps']:.0f}%)" if r["stopped_early"] else "-"
+        first = r.get("first_module_finished_at")
+        first = f"{first} ({100 * first / r['planned_steps']:.0f}%)" if first else "-"
         rows.append(
-            f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | {stop} | {score(r):.1f} | "
+            f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | {first} | {stop} | "
+            f"{score(r):.1f} | "
             f"{100 * best:.1f} | {score(r, 'final_report'):.1f} | {r['total_rank_end']} | "
             f"{count(r['adapter_params']['mean'])} |"
         )

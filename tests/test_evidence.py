@@ -172,6 +172,8 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert record["adapter_params"]["start"] > 0 and record["time_per_step_s"] > 0
     assert record["majority"]["accuracy"] > 0 and record["machine"]["cpu"]
     assert record["settings"]["dev_split"] == "halves"
+    assert [p["step"] for p in record["trajectory"]] == [4, 8] or record["stopped_early"]
+    assert "first_module_finished_at" in record
 
     mtimes = [(tmp_path / "res" / f"{r.id}.json").stat().st_mtime_ns for r in runs]
     assert module.main(dirs) == 0

@@ -79,13 +79,13 @@ def test_lr_grid_chooses_on_the_selection_half(tables):
 
 def test_stop_table_and_pending_runs(tables, tmp_path):
     runs = [
-        record("aroma", 0, 0.8, stopped_early=True, steps=1450),
+        record("aroma", 0, 0.8, stopped_early=True, steps=1450, first_module_finished_at=1200),
         record("aroma", 0, 0.8, variant="steps3000", planned_steps=3000, stopped_early=True, steps=2900),
     ]
     text = tables.aroma_table(runs, ("", "steps3000"))
     assert (
-        "| mrpc | default | 1500 | 1450 (97%) |" in text
-        and "| mrpc | steps3000 | 3000 | 2900 (97%) |" in text
+        "| mrpc | default | 1500 | 1200 (80%) | 1450 (97%) |" in text
+        and "| mrpc | steps3000 | 3000 | - | 2900 (97%) |" in text
     )
     for r in runs:
         (tmp_path / f"{r['id']}{r['variant']}.json").write_text(json.dumps(r))
