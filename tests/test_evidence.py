@@ -204,6 +204,6 @@ def test_evidence_run_that_cannot_start_is_reported_and_skipped(evidence, tmp_pa
     monkeypatch.setattr(module, "plan", lambda mpnet=None: [missing, runs[0]])
     assert module.main(dirs) == 1
     out = capsys.readouterr().out
-    assert f"cannot run {missing.id}: " in out and "not a usable model" in out
+    assert f"cannot run {missing.id}: " in out and "no such folder, and not found on the hub" in out
     assert not (tmp_path / "res" / f"{missing.id}.json").exists()
     assert (tmp_path / "res" / f"{runs[0].id}.json").is_file()
