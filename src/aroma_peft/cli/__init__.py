@@ -4,6 +4,7 @@ library functions."""
 from __future__ import annotations
 
 import argparse
+import logging as py_logging
 import os
 import re
 import sys
@@ -46,6 +47,10 @@ def quiet_libraries() -> None:
     from transformers.utils import logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # torchao (the quant extra), which transformers imports whenever it is installed, logs at import a
+    # notice per GPU kernel library it cannot load here and per Enum it registers with torch's pytree.
+    for name in ("torchao", "torch.utils._pytree"):
+        py_logging.getLogger(name).setLevel(py_logging.ERROR)
     if "TRANSFORMERS_VERBOSITY" not in os.environ:
         logging.set_verbosity_error()
     if "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
