@@ -103,7 +103,14 @@ def test_bash_block_runs(block, checkout):
         ["bash", "-euo", "pipefail", "-c", block.code], cwd=checkout, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, f"README.md:{block.line}\n{result.stdout}\n{result.stderr}"
-    for noise in ("Traceback", "Warning", "Loading weights", "Writing model shards", "LOAD REPORT", "Failed to"):
+    for noise in (
+        "Traceback",
+        "Warning",
+        "Loading weights",
+        "Writing model shards",
+        "LOAD REPORT",
+        "Failed to",
+    ):
         assert noise not in result.stderr + result.stdout, result.stderr  # quiet by default
     if "aroma train" in block.code:  # the run's summary, to judge it
         assert "majority class" in result.stdout and "figures and table: aroma report" in result.stdout
