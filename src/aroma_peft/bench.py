@@ -133,7 +133,7 @@ class Runner:
 def build(name: str, config: BenchConfig) -> Runner:
     """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors."""
     from .train.config import TrainConfig
-    from .train.loop import linear_schedule
+    from .train.loop import optimization
     from .train.recipe import get_recipe
     from .tuners.model import find_saved_modules
 
@@ -181,10 +181,7 @@ def build(name: str, config: BenchConfig) -> Runner:
     model = recipe.wrap(model, task.default_target_modules(model), heads)
     if name == LATE:
         finish_lower_half(model)
-    lr = recipe_cls.default_lr
-    optimizer = torch.optim.AdamW(recipe.param_groups(lr, train_config.weight_decay), lr=lr)
-    warmup = round(train_config.warmup_ratio * planned) if recipe_cls.scheduler_warmup else 0
-    scheduler = linear_schedule(optimizer, warmup, planned)
+    _, optimizer, scheduler = optimization(recipe, train_config, planned)  # as aroma train builds it
     recipe.start(optimizer, scheduler)
     runner = Runner(name, model)
 

@@ -121,10 +121,7 @@ def _train(
     targets = task.default_target_modules(model) if targets is None else targets
     head_params = sum(p.numel() for h in heads for p in model.get_submodule(h).parameters())
     model = recipe.wrap(model, targets, heads)
-    lr = config.lr or recipe_cls.default_lr
-    optimizer = torch.optim.AdamW(recipe.param_groups(lr, config.weight_decay), lr=lr)
-    warmup = round(config.warmup_ratio * total_steps) if recipe_cls.scheduler_warmup else 0
-    scheduler = linear_schedule(optimizer, warmup, total_steps, decay=config.lr_schedule == "linear")
+    lr, optimizer, scheduler = optimization(recipe, config, total_steps)
     if resume_from is not None:
         checkpoint.load_model(model, resume_from)  # before the controller sees which modules finished
     recipe.start(optimizer, scheduler)
@@ -343,6 +340,15 @@ def save_due(save_every: int | None, step: int, last_save: float) -> bool:
     if save_every is None:
         return time.time() - last_save >= checkpoint.SAVE_MINUTES * 60
     return save_every > 0 and step % save_every == 0
+
+
+def optimization(recipe: Recipe, config: TrainConfig, total_steps: int) -> tuple[float, Any, Any]:
+    """The run's peak lr, AdamW over the recipe's param groups, and its schedule (after ``wrap``)."""
+    lr = config.lr or recipe.default_lr
+    optimizer = torch.optim.AdamW(recipe.param_groups(lr, config.weight_decay), lr=lr)
+    warmup = round(config.warmup_ratio * total_steps) if recipe.scheduler_warmup else 0
+    scheduler = linear_schedule(optimizer, warmup, total_steps, decay=config.lr_schedule == "linear")
+    return lr, optimizer, scheduler
 
 
 def linear_schedule(
