@@ -14,7 +14,8 @@ half, the other half is reported). The plan is in priority order (cut from the e
   g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (``--mpnet PATH``)
 
 Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
-10 minutes), so the plan completes across many interrupted invocations of the same command:
+10 minutes), so the plan completes across many interrupted invocations of the same command. Each
+run is locked while it trains: start the command once per core to run the plan in parallel.
 
     python benchmarks/evidence.py --threads 1            # run what is missing, in plan order
     python benchmarks/evidence.py --dry-run              # the plan and what is done
@@ -35,7 +36,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "glue"
@@ -283,6 +284,18 @@ def majority_baseline(task: str, data_dir: Path) -> dict[str, float]:
     return result
 
 
+def run_lock(runs_dir: Path, run: Run) -> IO[str] | None:
+    """An exclusive lock on one run (released when the file closes), or None when another process
+    holds it: several invocations of this script share the plan, one run each at a time."""
+    lock = open(runs_dir / f".{run.id}.lock", "w")  # noqa: SIM115  (closed by the caller)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -306,12 +319,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{done} of {len(runs)} runs done")
         return 0
     args.runs_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(args.runs_dir / ".lock", "w")  # noqa: SIM115  (held for the process's life)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"evidence.py: another evidence.py is running on {args.runs_dir}", file=sys.stderr)
-        return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
     failed = 0
@@ -319,12 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         if status(run, args.runs_dir, args.results_dir) == "done":
             print(f"skip {run.id}: done", flush=True)
             continue
+        lock = run_lock(args.runs_dir, run)
+        if lock is None:
+            print(f"skip {run.id}: another evidence.py is running it", flush=True)
+            continue
         t0 = time.time()
         try:
             record = execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
         except Exception:  # a bug in one method must not stop the rest of the plan
             traceback.print_exc()
             record = None
+        finally:
+            lock.close()
         failed += record is None
         print(
             f"[{index}/{len(runs)}] {run.id}: {'ok' if record else 'FAILED'} after {time.time() - t0:.0f} s",
