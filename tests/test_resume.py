@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from tiny_glue import write_tiny_bert
 
 from aroma_peft.cli import main
 from aroma_peft.train import checkpoint
@@ -58,22 +58,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def build_tiny(root: Path, dropout: float = 0.1) -> dict[str, Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(root / "model")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=32,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    BertForSequenceClassification(config).save_pretrained(root / "model")
+    write_tiny_bert(root, WORDS, hidden=16, intermediate=24, layers=2, dropout=dropout)
     rng = random.Random(0)
     rows = []
     for _ in range(64):

@@ -3,11 +3,10 @@
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("aroma_peft.train")
 
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
+from tiny_glue import write_tiny_bert  # noqa: E402
 
 from aroma_peft.cli import main  # noqa: E402
 
@@ -16,20 +15,7 @@ WORDS = ["good", "bad", "movie", "great", "awful", "fun", "dull", "plot"]
 
 @pytest.fixture
 def setup(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    model_dir = tmp_path / "model"
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model_dir)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=32,
-    )
-    BertForSequenceClassification(config).save_pretrained(model_dir)
+    model_dir = write_tiny_bert(tmp_path, WORDS, hidden=16, intermediate=24, layers=1)
     data = tmp_path / "glue" / "SST-2"
     data.mkdir(parents=True)
     rows = [

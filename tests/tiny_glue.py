@@ -13,22 +13,38 @@ POSITIVE = {"good", "great", "fun", "funny"}
 HIDDEN, INTERMEDIATE, LAYERS = 32, 48, 2
 
 
-def write_tiny_glue(root: Path) -> tuple[Path, Path]:
-    """(model folder, GLUE folder holding SST-2 with 64 train and 32 dev rows)."""
+def write_tiny_bert(
+    root: Path,
+    words: list[str],
+    hidden: int = HIDDEN,
+    intermediate: int = INTERMEDIATE,
+    layers: int = LAYERS,
+    dropout: float = 0.1,
+) -> Path:
+    """A random-weight BERT classifier with a word-level tokenizer over ``words``, saved to ``root/model``."""
+    root.mkdir(parents=True, exist_ok=True)
     vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     model_dir = root / "model"
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model_dir)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
+        vocab_size=len(words) + 5,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
         num_attention_heads=2,
-        intermediate_size=INTERMEDIATE,
+        intermediate_size=intermediate,
         max_position_embeddings=32,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertForSequenceClassification(config).save_pretrained(model_dir)
+    return model_dir
+
+
+def write_tiny_glue(root: Path) -> tuple[Path, Path]:
+    """(model folder, GLUE folder holding SST-2 with 64 train and 32 dev rows)."""
+    model_dir = write_tiny_bert(root, WORDS)
     data = root / "glue" / "SST-2"
     data.mkdir(parents=True)
     n = len(WORDS)
