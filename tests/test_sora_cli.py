@@ -99,38 +99,14 @@ def test_train_sora_with_xi_schedule(setup):
         assert summary["memorization_ratio"] == pytest.approx(summary["memorization"] / first["memorization"])
 
 
-def test_bad_sora_options_are_reported(setup, capsys):
-    tmp_path, model_dir = setup
-    code = main(
-        [
-            "train",
-            "--method",
-            "sora",
-            "--task",
-            "sst2",
-            "--output-dir",
-            str(tmp_path / "bad"),
-            "--prox",
-            "hard",
-        ]
-    )
-    assert code == 2
-    assert "prox='hard' is invalid" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            "--method",
-            "sora",
-            "--task",
-            "sst2",
-            "--output-dir",
-            str(tmp_path / "bad"),
-            "--xi-schedule",
-            "linear",
-        ]
-    )
-    assert code == 2
-    assert "xi_max=None is invalid" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--prox", "hard"], "prox='hard' is invalid"), (["--xi-schedule", "linear"], "xi_max=None is invalid")],
+)
+def test_bad_sora_options_are_reported(tmp_path, capsys, flags, message):
+    out = str(tmp_path / "bad")
+    assert main(["train", "--method", "sora", "--task", "sst2", "--output-dir", out, *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_sora_options_schedule_parsing():
