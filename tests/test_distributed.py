@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from aroma_peft import AromaConfig, AromaController, adapt
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, out: dict) -> None:

@@ -9,20 +9,14 @@ rank 1 would finish modules that rank 0 keeps growing and switch off other gates
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from torch.nn import functional as F
 
 from aroma_peft import AromaConfig, AromaController, SoraConfig, SoraController, adapt, sora_prune
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def aroma_run(rank: int) -> dict:

@@ -13,13 +13,13 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 from test_resume import METHODS, TIMING, build_tiny, log_records
 
@@ -32,12 +32,6 @@ ARGS += ["--quiet", "--threads", "1", *METHODS["aroma"]]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     return build_tiny(tmp_path_factory.mktemp("tiny"), dropout=0.0)  # dropout masks differ per process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(argv: list[str], rank: int, world: int, port: int, kill_at: str = "") -> None:

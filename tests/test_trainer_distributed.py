@@ -10,22 +10,16 @@ modules early, while rank 0 keeps merging. The callback's controller must follow
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from transformers import Trainer, TrainerCallback
 
 from aroma_peft import AromaCallback, adapt
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, out_dir: str, out: dict) -> None:
