@@ -6,7 +6,8 @@ both halves of dev (``dev_split: halves``: checkpoints and learning rates are ch
 half, the other half is reported). The plan is in priority order (cut from the end):
 
   g1  MRPC and SST-2: AROMA, LoRA r=8, LoRA r=1, SoRA; seeds 0, 1, 2; the method's default lr
-  stop  AROMA's stop: twice the planned steps, and a constant lr after warmup (MRPC and SST-2)
+  stop  AROMA's stop: twice the planned steps, a constant lr after warmup, and the outer criterion
+        per unit of lr (MRPC and SST-2)
   g2  learning-rate grid (default x 1/3, 1, 3; seed 0): AROMA and LoRA r=8, then LoRA r=1 and SoRA
   g3  AdaLoRA (r 8, 1, 16), LoRA r=16, ReLoRA, full fine-tuning, BitFit, AdapterH, AdapterP: seed 0,
       then their learning-rate grid
@@ -79,6 +80,12 @@ STOP = {
     "constlr": {"lr_schedule": "constant"},
     "constlr-steps3000": {"lr_schedule": "constant", "max_steps": 2 * STEPS},
 }
+# The outer criterion per unit of lr (--outer-criterion lr), under the default linear decay; planned
+# after the existing `stop` runs, so the ids of the runs already executing keep their places.
+STOP_LR = {
+    "outerlr": {"outer_criterion": "lr"},
+    "outerlr-steps3000": {"outer_criterion": "lr", "max_steps": 2 * STEPS},
+}
 RESETS = {"reset_zero": {"optimizer_reset": "zero"}, "reset_none": {"optimizer_reset": "none"}}
 SENSITIVITY = {
     "eps_in0.05": {"eps_in": 0.05},
@@ -139,6 +146,7 @@ def plan(mpnet: str | None = None) -> list[Run]:
     """Every run, in the issue's priority order, each once (the grid's x1 is group 1's seed 0)."""
     runs = [Run("g1", t, m, seed) for t in ("mrpc", "sst2") for seed in (0, 1, 2) for m in HEADLINE]
     runs += [Run("stop", t, "aroma", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in STOP.items()]
+    runs += [Run("stop", t, "aroma", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in STOP_LR.items()]
     for labels in (("aroma", "lora_r8"), ("lora_r1", "sora")):
         runs += [Run("g2", t, m, 0, f) for t in ("mrpc", "sst2") for m in labels for f in LR_FACTORS]
     runs += [Run("g3", t, m) for t in ("mrpc", "sst2") for m in OTHERS]
@@ -254,6 +262,10 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "first_module_finished_at": next(
             (s for s, r in sorted(trains.items()) if r.get("finished_modules")), None
         ),
+        # one step per finished module (AROMA): when the stop happened, module by module
+        "finish_steps": sorted(
+            e["step"] for r in trains.values() for e in r.get("events", []) if e["event"] == "finish"
+        ),
         "wall_time_s": metrics["wall_time_s"],
         "time_per_step_s": metrics["time_per_step_s"],
         "machine": metrics["machine"],
@@ -307,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch threads per run (1: the machine is shared)"
     )
     parser.add_argument("--mpnet", help="local MPNet-base folder for the RTE runs (group 5)")
+    parser.add_argument(
+        "--recollect",
+        action="store_true",
+        help="rewrite the result records of finished runs from their run folders (after the record "
+        "gained fields), then stop",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -317,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.group}  {run.id:45s} {status(run, args.runs_dir, args.results_dir)}")
         done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
         print(f"{done} of {len(runs)} runs done")
+        return 0
+    if args.recollect:
+        from aroma_peft.io import write_json
+
+        found = [r for r in runs if (args.runs_dir / r.id / "metrics.json").is_file()]
+        for run in found:
+            record = result_record(run, args.runs_dir / run.id, args.data_dir)
+            write_json(args.results_dir / f"{run.id}.json", record)
+        print(f"rewrote {len(found)} result records")
         return 0
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
