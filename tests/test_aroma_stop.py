@@ -87,5 +87,7 @@ def test_lr_criterion_stops_a_learned_module_at_the_same_step_whatever_the_plann
 
 
 def test_outer_criterion_is_validated() -> None:
-    with pytest.raises(ValueError, match=r"outer_criterion='weight' is invalid: use one of \('paper', 'lr'\)"):
+    with pytest.raises(
+        ValueError, match=r"outer_criterion='weight' is invalid: use one of \('paper', 'lr'\)"
+    ):
         AromaConfig(target_modules=["q"], outer_criterion="weight")

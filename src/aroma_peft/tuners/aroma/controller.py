@@ -175,7 +175,13 @@ class AromaController:
                 self.pieces[name] = PieceState(last_reset=self.global_step)
             self.prev_factors.pop(name, None)
             event = "finish" if layer.is_finished else "merge"
-            record = {"step": self.global_step, "module": name, "event": event, "ratio": ratio, "rank": layer.rank}
+            record = {
+                "step": self.global_step,
+                "module": name,
+                "event": event,
+                "ratio": ratio,
+                "rank": layer.rank,
+            }
             if self.config.outer_criterion == "lr":
                 record["lr_factor"] = lr_factor  # the ratio above is already divided by it
             self.events.append(record)
