@@ -3,11 +3,16 @@ lr it was trained with, so a schedule running down cannot finish a module by its
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from test_evidence import train_args
+from tiny_glue import write_tiny_glue
 from torch import nn
 
 from aroma_peft import AromaConfig, AromaController, adapt
+from aroma_peft.cli import main
 from aroma_peft.tuners.aroma import schedule
 
 
@@ -91,3 +96,17 @@ def test_outer_criterion_is_validated() -> None:
         ValueError, match=r"outer_criterion='weight' is invalid: use one of \('paper', 'lr'\)"
     ):
         AromaConfig(target_modules=["q"], outer_criterion="weight")
+
+
+def test_aroma_train_takes_the_outer_criterion(tmp_path):
+    """`aroma train --outer-criterion lr`: the option reaches the controller (its events carry the mean
+    lr factor, below 1 under the linear decay) and is saved in config.json."""
+    tiny = write_tiny_glue(tmp_path)
+    out = tmp_path / "run"
+    flags = ["--method", "aroma", "--outer-criterion", "lr", "--t-in", "3", "--check-interval", "1"]
+    assert main(train_args(tiny, out, *flags)) == 0
+    assert json.loads((out / "config.json").read_text())["outer_criterion"] == "lr"
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    events = [e for r in log if r["type"] == "train" for e in r.get("events", [])]
+    assert events and all(0 < e["lr_factor"] < 1 for e in events)
+    assert main(train_args(tiny, tmp_path / "bad", "--method", "aroma", "--outer-criterion", "x")) == 2
