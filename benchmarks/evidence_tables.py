@@ -236,7 +236,9 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     ]
     diffs = comparisons(records)
     glue += ["## Differences", "", diffs or "No pair of methods with finished runs yet.\n"]
-    glue += ["## Figures", "", "![Fig. 1-style](fig1_mrpc.png)", "", "![Fig. 3](fig3_effective_rank.png)", ""]
+    tasks = sorted({r["task"] for r in records if r["label"] == "aroma" and not r.get("diverged")})
+    glue += ["## Figures", ""] + [f"![Fig. 1-style, {t}](fig1_{t}.png)\n" for t in tasks]
+    glue += ["![Fig. 3](fig3_effective_rank.png)\n"] if any(r.get("rank_sum") for r in records) else []
     grid = lr_grid(records)
     lr = [
         "# Learning-rate grid (seed 0; default x 1/3, 1, 3)",

@@ -197,3 +197,15 @@ def test_tables_script_rewrites_generated_blocks_and_draws_figures(tables, tmp_p
     readme.write_text("no blocks here\n")
     with pytest.raises(SystemExit, match="README.md holds no generated block"):
         tables.main(argv)
+
+
+def test_claim_against_one_seed_baselines_is_indicative(claims):
+    runs = seeds("aroma", (0.80, 0.81, 0.82)) + [
+        record("bitfit", 0, 0.70, group="g3"),
+        record("adapterh", 0, 0.90, group="g3"),
+    ]
+    text, verdict = claims.claim_against(runs, ("bitfit", "adapterh"), ("g3",))
+    assert text.startswith("MRPC: AROMA - BitFit +11.0 (indicative (one seed)), AdapterH -9.0")
+    assert verdict == "MRPC: indicative only (one seed): AROMA ahead of 1 of 2; SST-2: pending"
+    runs.append(record("lora_r1", 0, 0.95, group="g1"))  # a baseline with fewer seeds than planned
+    assert claims.claim_against(runs, ("lora_r1",), ("g1",))[1].startswith("MRPC: pending")
