@@ -97,12 +97,14 @@ class AromaController:
         active = [n for n, layer in self.layers.items() if not layer.is_finished]
         if self.watch.was_skipped(p for n in active for p in (self.layers[n].lora_A, self.layers[n].lora_B)):
             return
-        factors = self._schedule_factors()  # of the step just taken (before global_step moves)
+        if self.config.outer_criterion == "lr":  # the step just taken's factors, before global_step moves
+            factors = self._schedule_factors()
+            for name in active:
+                self.pieces[name].lr_factor_sum += factors[self.module_group[name]]
         self.global_step += 1
         for name in active:
             piece = self.pieces[name]
             piece.steps += 1
-            piece.lr_factor_sum += factors[self.module_group[name]]
             if piece.steps >= self.config.t_in:
                 piece.ready = True
             elif piece.steps % self.config.check_interval == 0 and not piece.ready:
