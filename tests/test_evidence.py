@@ -180,6 +180,12 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert capsys.readouterr().out.count("skip ") == 2
     assert mtimes == [(tmp_path / "res" / f"{r.id}.json").stat().st_mtime_ns for r in runs]
 
+    (tmp_path / "res" / f"{second.id}.json").write_text("{}")  # a record from before a field existed
+    assert module.main([*dirs, "--recollect"]) == 0
+    assert "rewrote 2 result records" in capsys.readouterr().out
+    again = json.loads((tmp_path / "res" / f"{second.id}.json").read_text())
+    assert again["id"] == second.id and isinstance(again["finish_steps"], list)
+
 
 def test_evidence_plan_order_and_selection():
     module = load_script("evidence")
