@@ -452,7 +452,7 @@ def readme_table(records: Records) -> str:
             ranks = [r["total_rank_end"] for r in runs if r.get("total_rank_end") is not None]
             rows.append(
                 f"| {task} | {NAMES[label]} | {len(runs)} | {fmt([score(r) for r in runs])} | {vs_text} | "
-                f"{params} | {fmt(ranks) if ranks else '-'} |"
+                f"{params} | {span(ranks) if ranks else '-'} |"
             )
     if len(rows) == 2:
         return "No run of the plan has finished yet.\n"
