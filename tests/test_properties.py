@@ -80,6 +80,7 @@ AROMA = {
         ),
     ),
     "inner_criterion": (["paper", "abs", "delta", "none"], words(("paper", "abs", "delta", "none"))),
+    "outer_criterion": (["paper", "lr"], words(("paper", "lr"))),
     "sync": (["global", "module"], words(("global", "module"))),
 }
 SORA = {

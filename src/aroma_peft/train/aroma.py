@@ -29,6 +29,7 @@ OVERRIDES = {
         "lora_alpha",
         "eps_in",
         "eps_out",
+        "outer_criterion",
         "t_in",
         "check_interval",
         "warmup_steps",

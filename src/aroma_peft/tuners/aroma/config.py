@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ..config import AdapterConfig, check
 
 INNER_CRITERIA = ("paper", "abs", "delta", "none")
+OUTER_CRITERIA = ("paper", "lr")
 OPTIMIZER_RESETS = ("prune", "zero", "none")
 SYNC_MODES = ("global", "module")
 
@@ -26,6 +27,15 @@ class AromaConfig(AdapterConfig):
         metadata={
             "help": "Outer threshold: a module is finished when a new piece's norm, relative to the "
             "weight, is below it. 0 never finishes a module (ReLoRA-style restarts)."
+        },
+    )
+    outer_criterion: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': the piece's norm relative to the weight; 'lr': the same ratio divided by the "
+            "mean, over the piece's steps, of the lr schedule's factor (the lr used over the peak lr, "
+            "without AROMA's own warmup and re-warmup), so a piece is judged by what it learned per unit "
+            "of lr and a decaying schedule cannot finish a module by itself."
         },
     )
     t_in: int = field(default=1000, metadata={"help": "Most optimizer steps one piece may train (T_in)."})
@@ -69,6 +79,12 @@ class AromaConfig(AdapterConfig):
         super().__post_init__()
         check(self.eps_in > 0, "eps_in", self.eps_in, "use a positive threshold such as 0.1")
         check(self.eps_out >= 0, "eps_out", self.eps_out, "use a threshold >= 0 such as 5e-3")
+        check(
+            self.outer_criterion in OUTER_CRITERIA,
+            "outer_criterion",
+            self.outer_criterion,
+            f"use one of {OUTER_CRITERIA}",
+        )
         check(self.t_in >= 1, "t_in", self.t_in, "use a number of steps >= 1")
         check(self.check_interval >= 1, "check_interval", self.check_interval, "use a number of steps >= 1")
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, "use None or >= 1")

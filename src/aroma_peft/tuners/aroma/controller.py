@@ -34,6 +34,7 @@ class PieceState:
     ready: bool = False  # inner criterion met (sticky) or t_in reached
     prev_norm: float | None = None  # ||b a||_F at the previous check
     last_reset: int | None = None  # global step at which the live piece started (None: the first)
+    lr_factor_sum: float = 0.0  # sum over its steps of the lr schedule's factor (outer criterion 'lr')
 
 
 class AromaController:
@@ -65,6 +66,7 @@ class AromaController:
         self.generator = torch.Generator().manual_seed(self.config.seed + 1)
         self.events: list[dict[str, Any]] = []
         self.group_modules = self._group_modules()
+        self.module_group = {m: i for i, modules in enumerate(self.group_modules) for m in modules}
         self.base_lrs = [g.get("initial_lr", g["lr"]) for g in unwrap_optimizer(optimizer).param_groups]
         for layer in self.layers.values():
             if layer.is_finished:
@@ -95,6 +97,10 @@ class AromaController:
         active = [n for n, layer in self.layers.items() if not layer.is_finished]
         if self.watch.was_skipped(p for n in active for p in (self.layers[n].lora_A, self.layers[n].lora_B)):
             return
+        if self.config.outer_criterion == "lr":  # the step just taken's factors, before global_step moves
+            factors = self._schedule_factors()
+            for name in active:
+                self.pieces[name].lr_factor_sum += factors[self.module_group[name]]
         self.global_step += 1
         for name in active:
             piece = self.pieces[name]
@@ -144,12 +150,14 @@ class AromaController:
         """Outer loop: keep (merge) each ended piece unless it is too small; finish modules that stop."""
         layers = self.layers
         ratios = [
-            schedule.outer_ratio(self.config.scaling, layers[n].piece_norm(), layers[n].weight_norm())
+            schedule.outer_ratio(
+                self.config.scaling, layers[n].piece_norm(), layers[n].weight_norm(), self._lr_factor(n)
+            )
             for n in names
         ]
         keep = self._agree([not schedule.module_finished(r, self.config.eps_out) for r in ratios])
         for name, ratio, kept in zip(names, ratios, keep):
-            layer = layers[name]
+            layer, lr_factor = layers[name], self._lr_factor(name)
             if kept:
                 layer.merge_live()
             if final or not kept:  # the piece that fails the outer check is discarded (Algorithm 1)
@@ -169,9 +177,33 @@ class AromaController:
                 self.pieces[name] = PieceState(last_reset=self.global_step)
             self.prev_factors.pop(name, None)
             event = "finish" if layer.is_finished else "merge"
-            self.events.append(
-                {"step": self.global_step, "module": name, "event": event, "ratio": ratio, "rank": layer.rank}
-            )
+            record = {
+                "step": self.global_step,
+                "module": name,
+                "event": event,
+                "ratio": ratio,
+                "rank": layer.rank,
+            }
+            if self.config.outer_criterion == "lr":
+                record["lr_factor"] = lr_factor  # the ratio above is already divided by it
+            self.events.append(record)
+
+    def _lr_factor(self, name: str) -> float:
+        """The mean lr schedule factor over the live piece's steps (outer criterion 'lr'), else 1."""
+        piece = self.pieces[name]
+        if self.config.outer_criterion != "lr" or piece.steps == 0:
+            return 1.0
+        return piece.lr_factor_sum / piece.steps
+
+    def _schedule_factors(self) -> list[float]:
+        """Per param group, the lr the optimizer just used over its peak lr times AROMA's own warmup
+        and re-warmup multiplier: what the run's schedule (e.g. a linear decay) gave that step."""
+        groups = unwrap_optimizer(self.optimizer).param_groups
+        factors = []
+        for index, (group, base) in enumerate(zip(groups, self.base_lrs)):
+            full = base * self.lr_multiplier(index) if self.group_modules[index] else 0.0
+            factors.append(group["lr"] / full if full > 0 else 1.0)
+        return factors
 
     # --- plumbing -------------------------------------------------------------------------------------
     def _group_modules(self) -> list[list[str]]:

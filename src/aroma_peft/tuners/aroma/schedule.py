@@ -40,9 +40,19 @@ def inner_converged(criterion: str, change: float, eps_in: float) -> bool:
     return criterion != "none" and change < eps_in
 
 
-def outer_ratio(scaling: float, piece_norm: float, weight_norm: float) -> float:
-    """``s ||b_p a_p||_F / ||W0 + s B_(p-1) A_(p-1)||_F``."""
-    return scaling * piece_norm / weight_norm if weight_norm > 0 else math.inf
+def outer_ratio(scaling: float, piece_norm: float, weight_norm: float, lr_factor: float = 1.0) -> float:
+    """``s ||b_p a_p||_F / ||W0 + s B_(p-1) A_(p-1)||_F``, divided by ``lr_factor``.
+
+    ``lr_factor`` (outer criterion 'lr') is the mean over the piece's steps of the lr schedule's
+    factor: Adam moves a factor by about the lr per step whatever the gradient's scale, so a piece
+    trained at a tenth of the peak lr is about a tenth as large for the same learning signal. Dividing
+    by it judges the piece by what it learned per unit of lr. A piece that got no lr at all (factor 0)
+    learned nothing and keeps its plain ratio.
+    """
+    if weight_norm <= 0:
+        return math.inf
+    ratio = scaling * piece_norm / weight_norm
+    return ratio / lr_factor if lr_factor > 0 else ratio
 
 
 def module_finished(ratio: float, eps_out: float) -> bool:
