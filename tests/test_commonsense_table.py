@@ -1,0 +1,89 @@
+"""benchmarks/commonsense_table.py on a tiny LLaMA and tiny sets: train, both evaluation modes, resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from test_commonsense_train import data  # noqa: F401
+from tiny_llm import tiny_llm_dir  # noqa: F401
+
+BENCH = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def table(monkeypatch):  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("commonsense_table", BENCH / "commonsense_table.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "commonsense_table", module)
+    spec.loader.exec_module(module)
+    tiny = {
+        "max_train_samples": None,
+        "max_steps": 2,
+        "eval_every": 1,
+        "max_eval_samples": 2,
+        "batch_size": 4,
+    }
+    monkeypatch.setattr(module, "BUDGET", module.BUDGET | tiny | {"eval_sets": ["BoolQ"]})
+    monkeypatch.setattr(module, "EVAL_LIMIT", 3)
+    return module
+
+
+def test_table_runs_train_evaluate_both_modes_and_resume_per_set(
+    table,
+    tiny_llm_dir,  # noqa: F811
+    data,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = ["--only", "cs-base,cs-lora_r8", "--model", str(tiny_llm_dir), "--data-dir", str(data)]
+    args += ["--runs-dir", str(runs), "--results-dir", str(results)]
+    assert table.main(args) == 0
+    row = json.loads((results / "cs-lora_r8.json").read_text())
+    assert set(row["evaluation"]) == {"loglik", "generate"}
+    for mode in ("loglik", "generate"):
+        sets = row["evaluation"][mode]["sets"]
+        assert set(sets) == {"BoolQ", "OBQA"} and all(s["n"] == 3 for s in sets.values())
+        assert all(isinstance(s["above_majority"], bool) for s in sets.values())
+    assert row["steps"] == 2 and row["trainable_params"]["start"] > 0
+    assert [e["step"] for e in row["held_out"]] == [1, 2]  # the learning curve
+    base = json.loads((results / "cs-base.json").read_text())
+    assert base["trainable_params"]["end"] == 0 and "steps" not in base
+
+    # An interrupted evaluation: one (mode, set) pair missing. Only that pair is scored again; no training.
+    (results / "cs-lora_r8.json").unlink()
+    (runs / "cs-lora_r8" / "evals" / "generate" / "OBQA.json").unlink()
+    trained = (runs / "cs-lora_r8" / "metrics.json").stat().st_mtime_ns
+    from aroma_peft.tasks.commonsense import CommonsenseTask
+
+    calls = []
+    evaluate = CommonsenseTask.evaluate
+    monkeypatch.setattr(
+        CommonsenseTask,
+        "evaluate",
+        lambda self, m, t, sets, **o: calls.append((o["mode"], *sets)) or evaluate(self, m, t, sets, **o),
+    )
+    assert table.main(args) == 0
+    assert calls == [("generate", "OBQA")]
+    assert (runs / "cs-lora_r8" / "metrics.json").stat().st_mtime_ns == trained
+    again = json.loads((results / "cs-lora_r8.json").read_text())["evaluation"]
+    assert again["loglik"] == row["evaluation"]["loglik"]  # read back from the files, not recomputed
+    obqa = row["evaluation"]["generate"]["sets"]["OBQA"]
+    assert again["generate"]["sets"]["OBQA"]["predictions"] == obqa["predictions"]
+
+
+def test_above_majority_is_two_standard_errors(table):
+    # majority 50% of 100 items: SE 5 points, so above means more than 60
+    assert not table.above_majority(60.0, 50.0, 100)
+    assert table.above_majority(60.5, 50.0, 100)
+
+
+def test_plan_has_one_budget_and_both_groups(table):
+    runs = table.plan()
+    assert [r.id for r in runs if r.group == "table"] == [f"cs-{m}" for m in table.TABLE]
+    assert {r.label for r in runs if r.group == "curves"} == {"lora_r8", "aroma_r1", "full"}
+    assert len({r.id for r in runs}) == len(runs)
