@@ -213,6 +213,20 @@ def above_majority(accuracy: float, majority: float, n: int) -> bool:
     return accuracy > majority + 2 * 100 * math.sqrt(m * (1 - m) / n)
 
 
+def held_out_majority(train_dir: Path, limit: int | None) -> dict[str, float]:
+    """Majority-class accuracy (%) of the held-out slices the evaluations during training score."""
+    from collections import Counter
+
+    from aroma_peft.tasks.commonsense import HELD_OUT, hold_out, load_sets
+
+    held = hold_out(load_sets(train_dir, "train"), HELD_OUT)[1]
+    return {
+        name: 100.0 * Counter(e.answer for e in items[:limit]).most_common(1)[0][1] / len(items[:limit])
+        for name, items in held.items()
+        if items
+    }
+
+
 def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
     """The run's row: what it was, accuracy per set and mode, parameters, times, machine."""
     from aroma_peft.io import read_json
@@ -271,6 +285,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
             for e in found["log"]
             if e["type"] == "eval"
         ],
+        "held_out_majority": held_out_majority(run.train_dir(data_dir), config.get("max_eval_samples")),
         "loss": [{"step": s, "loss": r["loss"]} for s, r in sorted(trains.items())],
         "machine": metrics["machine"],
         "versions": metrics["versions"],

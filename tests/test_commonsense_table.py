@@ -14,12 +14,18 @@ from tiny_llm import tiny_llm_dir  # noqa: F401
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.fixture
-def table(monkeypatch):  # noqa: ANN201
+def load_table(monkeypatch):  # noqa: ANN001, ANN201
     spec = importlib.util.spec_from_file_location("commonsense_table", BENCH / "commonsense_table.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "commonsense_table", module)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def table(monkeypatch):  # noqa: ANN201
+    """The plan at a tiny budget: 2 steps, 3 test items per set, one curve run on BoolQ."""
+    module = load_table(monkeypatch)
     tiny = {
         "max_train_samples": None,
         "max_steps": 2,
@@ -29,6 +35,9 @@ def table(monkeypatch):  # noqa: ANN201
     }
     monkeypatch.setattr(module, "BUDGET", module.BUDGET | tiny | {"eval_sets": ["BoolQ"]})
     monkeypatch.setattr(module, "EVAL_LIMIT", 3)
+    monkeypatch.setattr(module, "CURVE_SET", "BoolQ")
+    monkeypatch.setattr(module, "CURVE_BUDGET", module.BUDGET | tiny | {"eval_sets": ["BoolQ"]})
+    monkeypatch.setattr(module, "CURVES", {"lora_r8": (5e-4,)})
     return module
 
 
@@ -82,8 +91,37 @@ def test_above_majority_is_two_standard_errors(table):
     assert table.above_majority(60.5, 50.0, 100)
 
 
-def test_plan_has_one_budget_and_both_groups(table):
+def test_plan_has_one_budget_and_both_groups(monkeypatch):
+    table = load_table(monkeypatch)
     runs = table.plan()
     assert [r.id for r in runs if r.group == "table"] == [f"cs-{m}" for m in table.TABLE]
     assert {r.label for r in runs if r.group == "curves"} == {"lora_r8", "aroma_r1", "full"}
     assert len({r.id for r in runs}) == len(runs)
+
+
+def test_tables_and_curves_from_the_results(
+    table,
+    tiny_llm_dir,  # noqa: F811
+    data,  # noqa: F811
+    tmp_path,
+):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = ["--model", str(tiny_llm_dir), "--data-dir", str(data), "--runs-dir", str(runs)]
+    assert table.main([*args, "--results-dir", str(results), "--only", "cs-base,curves"]) == 0
+    curve = json.loads((results / "cs-boolq-lora_r8-lr0.0005.json").read_text())
+    assert set(curve["evaluation"]) == {"loglik"} and set(curve["evaluation"]["loglik"]["sets"]) == {"BoolQ"}
+    assert set(curve["held_out_majority"]) == {"BoolQ"}
+
+    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{tables.START}\nold table\n{tables.END}\nrest\n")
+    docs = tmp_path / "docs"
+    assert tables.main(["--results-dir", str(results), "--docs-dir", str(docs), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and "SmolLM2 untrained" in text and text.endswith("rest\n")
+    assert "| majority class |" in text and "**generate**" in text
+    doc = (docs / "commonsense.md").read_text()
+    assert "LoRA r=8 | 0.0005 | 2 |" in doc and "commonsense-curves.png" in doc
+    assert (docs / "commonsense-curves.png").stat().st_size > 1000
