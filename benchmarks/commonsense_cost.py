@@ -37,12 +37,14 @@ def measure_train(method: str, options: dict, data_dir: Path, steps: int, batch:
     from aroma_peft.train.config import split_options
 
     times: list[float] = []
+    ends: list[float] = []
     step = loop.optimizer_step
 
     def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         start = time.perf_counter()
         result = step(*args, **kwargs)
-        times.append(time.perf_counter() - start)
+        ends.append(time.perf_counter())
+        times.append(ends[-1] - start)
         return result
 
     loop.optimizer_step = timed
@@ -64,7 +66,9 @@ def measure_train(method: str, options: dict, data_dir: Path, steps: int, batch:
         config, opts = split_options(
             values, recipe.Options, method, {n: r.Options for n, r in RECIPES.items()}
         )
+        start = time.perf_counter()
         metrics = train(config, opts, overwrite=True)
+        end = time.perf_counter()
     return {
         "method": method,
         "options": options,
@@ -72,7 +76,10 @@ def measure_train(method: str, options: dict, data_dir: Path, steps: int, batch:
         "cutoff": cutoff,
         "step_s": times,
         "median_s_per_step_after_first": statistics.median(times[1:]) if len(times) > 1 else None,
-        "trainable_params": metrics["trainable_params"]["initial"],
+        "trainable_params": metrics["trainable_params"]["start"],
+        "before_first_step_s": ends[0] - times[0] - start,  # loading, tokenizing the mixture
+        "after_last_step_s": end
+        - ends[-1],  # held-out and test evaluation of 1 item, rank statistics, saving
     }
 
 
@@ -165,7 +172,9 @@ def main() -> int:
         if kind == "train":
             print(
                 f"train {name}: {result['median_s_per_step_after_first']:.1f} s/step (batch {args.batch}, "
-                f"cutoff {args.cutoff}; steps {', '.join(f'{t:.1f}' for t in result['step_s'])}), "
+                f"cutoff {args.cutoff}; steps {', '.join(f'{t:.1f}' for t in result['step_s'])}; "
+                f"{result['before_first_step_s']:.0f} s before the first, "
+                f"{result['after_last_step_s']:.0f} s after the last), "
                 f"peak RSS {result['peak_rss_gb']:.2f} GB",
                 flush=True,
             )
