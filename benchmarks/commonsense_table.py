@@ -159,8 +159,11 @@ def status(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path) -> str:
         return "done"
     names = list(set_files(data_dir, "test")) if run.group == "table" else [CURVE_SET]
     scored = sum(eval_file(out, m, n).is_file() for m in run.modes for n in names)
-    if run.method is None or (out / "metrics.json").is_file():
-        return f"trained, {scored} of {len(names) * len(run.modes)} evaluations"
+    evaluated = f"{scored} of {len(names) * len(run.modes)} evaluations"
+    if run.method is None:
+        return f"untrained, {evaluated}"
+    if (out / "metrics.json").is_file():
+        return f"trained, {evaluated}"
     return "interrupted" if latest(out) is not None else "to do"
 
 

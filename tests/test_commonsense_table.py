@@ -125,3 +125,18 @@ def test_tables_and_curves_from_the_results(
     doc = (docs / "commonsense.md").read_text()
     assert "LoRA r=8 | 0.0005 | 2 |" in doc and "commonsense-curves.png" in doc
     assert (docs / "commonsense-curves.png").stat().st_size > 1000
+
+
+def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
+    """A misspelt option fails here, not hours into the plan."""
+    from aroma_peft.train import RECIPES, get_recipe
+    from aroma_peft.train.config import split_options
+
+    table = load_table(monkeypatch)
+    others = {n: r.Options for n, r in RECIPES.items()}
+    for run in table.plan():
+        if run.method is None:
+            continue
+        values = run.values(tmp_path / run.id, tmp_path, threads=1, model=None)
+        config, _ = split_options(values, get_recipe(run.method).Options, run.method, others)
+        assert config.max_seq_len == 256 and config.batch_size == 8 and config.lr == run.learning_rate
