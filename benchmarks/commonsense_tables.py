@@ -41,7 +41,9 @@ def count(n: float) -> str:
 
 
 def hours(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / 3600:.1f} h"
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def set_names(rows: list[dict[str, Any]], mode: str) -> list[str]:
