@@ -103,7 +103,7 @@ def _shared(candidates: Sequence[list[int]]) -> int:
     """Leading tokens every candidate shares, leaving each at least one token of its own."""
     n = min(len(c) for c in candidates) - 1
     first = candidates[0]
-    return next((k for k in range(n) if any(c[k] != first[k] for c in candidates)), max(n, 0))
+    return next((k for k in range(n) if any(c[k] != first[k] for c in candidates)), n)
 
 
 @torch.no_grad()
@@ -115,8 +115,8 @@ def loglik_scores(
     The tokens all candidates of an item share (" answer" of " answer1" ... " answer4") join its
     prefix, so one forward of the left-padded prefixes, with the LM head on their last few positions
     only, scores the shared tokens and every candidate's first own token. Only candidates with more
-    own tokens left (rare in these sets: BoolQ, ARC, OBQA and PIQA labels end in one token) run a
-    second forward, on a copy of their item's KV cache.
+    own tokens left run a second forward, on a copy of their item's KV cache (none in the LLM-Adapters
+    sets: with SmolLM2's tokenizer every label there ends in one token of its own).
     """
     inner = hf_model(model)
     shared = [_shared(cands) for cands in candidates]
