@@ -139,3 +139,21 @@ def test_evaluate_sets_both_modes(tiny_llm_dir):  # noqa: F811
     assert model.training  # evaluation restores the training mode
     with pytest.raises(ValueError, match="mode='beam' is invalid"):
         evaluate_sets(model, tok, sets, mode="beam")
+
+
+@pytest.mark.parametrize(
+    "cands",
+    [
+        [[40, 8], [40, 9], [40, 10]],  # one shared token, one own token each (" answer" + digit)
+        [[40, 41, 8], [40, 41, 9, 3]],  # two shared tokens, then one candidate runs on from the cache
+        [[40], [40, 8]],  # a candidate that is a prefix of another keeps its last token as its own
+        [[5], [6]],  # nothing shared
+    ],
+)
+@torch.no_grad()
+def test_shared_candidate_tokens_scored_in_the_prompt_forward_equal_full_scoring(cands):
+    model = random_llama(seed=2)
+    prefixes = [[5, 9, 2, 17], [3, 4]]  # two rows: the shorter one is left-padded
+    scores = loglik_scores(model, prefixes, [cands, cands[::-1]], pad_id=0)
+    for prefix, cs, got in zip(prefixes, [cands, cands[::-1]], scores):
+        assert got == pytest.approx([_hand_score(model, prefix, c) for c in cs], abs=1e-4)

@@ -6,8 +6,9 @@ size 1 with 4 beams); then their ``extract_answer``: the text after "### Respons
 of the set's label family (case-sensitive, not word-bounded); no match is wrong.
 
 ``loglik``: each candidate label scored by the sum of its tokens' log-probabilities after the prompt
-and "the correct answer is " (no length normalisation; ties go to the first candidate). The prompt is
-run once; its KV cache is copied to every candidate of the item and only the label tokens are run.
+and "the correct answer is " (no length normalisation; ties go to the first candidate). The prompt and
+the label tokens every candidate shares run once, the LM head only at the positions scored; a candidate
+with more than one token of its own continues from a copy of the prompt's KV cache.
 """
 
 from __future__ import annotations
@@ -53,10 +54,15 @@ def generate_responses(
     desc: str = "generate",
     progress: bool = True,
 ) -> list[str]:
-    """Prompt + decoded continuation for every prompt (batches of similar length, order kept)."""
+    """Prompt + decoded continuation for every prompt (batches of similar length, order kept).
+
+    transformers' ``generate`` keeps the KV cache, runs the LM head on the last position only
+    (``logits_to_keep=1``) and stops a batch once every row has emitted EOS.
+    """
     inner = hf_model(model)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)  # in tokens: least padding
     texts: list[str] = [""] * len(prompts)
     try:
         for chunk in tqdm(_chunks(order, batch_size), desc=desc, disable=not progress, leave=False):
@@ -93,50 +99,67 @@ def candidate_tokens(
     return ctx[:n], [f[n:] for f in fulls]
 
 
+def _shared(candidates: Sequence[list[int]]) -> int:
+    """Leading tokens every candidate shares, leaving each at least one token of its own."""
+    n = min(len(c) for c in candidates) - 1
+    first = candidates[0]
+    return next((k for k in range(n) if any(c[k] != first[k] for c in candidates)), n)
+
+
 @torch.no_grad()
 def loglik_scores(
     model: nn.Module, prefixes: Sequence[list[int]], candidates: Sequence[Sequence[list[int]]], pad_id: int
 ) -> list[list[float]]:
     """``scores[i][j] = sum_t log p(candidates[i][j][t] | prefixes[i], candidates[i][j][:t])``.
 
-    One forward of the left-padded prefixes (logits of the last position only), then one forward of
-    every (item, candidate) pair on a copy of its item's KV cache.
+    The tokens all candidates of an item share (" answer" of " answer1" ... " answer4") join its
+    prefix, so one forward of the left-padded prefixes, with the LM head on their last few positions
+    only, scores the shared tokens and every candidate's first own token. Only candidates with more
+    own tokens left run a second forward, on a copy of their item's KV cache (none in the LLM-Adapters
+    sets: with SmolLM2's tokenizer every label there ends in one token of its own).
     """
     inner = hf_model(model)
-    n_pre = torch.tensor([len(p) for p in prefixes])
-    width = int(n_pre.max())
-    ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
+    shared = [_shared(cands) for cands in candidates]
+    full = [list(p) + list(cands[0][:s]) for p, cands, s in zip(prefixes, candidates, shared)]
+    n_pre = torch.tensor([len(p) for p in full])
+    width, keep = int(n_pre.max()), max(shared) + 1
+    ids = torch.full((len(full), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for i, p in enumerate(prefixes):
+    for i, p in enumerate(full):
         ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = inner(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    first = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): the first label token
+    out = inner(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=keep)
+    logp = F.log_softmax(out.logits.float(), dim=-1)  # (B, keep, V): the last `keep` positions
+    scores: list[list[float]] = []
+    for i, (cands, s) in enumerate(zip(candidates, shared)):
+        # position keep-1-s+t predicts shared token t; the last position predicts each own first token
+        common = sum(logp[i, keep - 1 - s + t, cands[0][t]].item() for t in range(s))
+        scores.append([common + logp[i, -1, c[s]].item() for c in cands])
 
-    pairs = [(i, c) for i, cands in enumerate(candidates) for c in cands]
+    pairs = [(i, j) for i, (cands, s) in enumerate(zip(candidates, shared)) for j, c in enumerate(cands)]
+    pairs = [(i, j) for i, j in pairs if len(candidates[i][j]) > shared[i] + 1]
+    if not pairs:
+        return scores
+    rests = [candidates[i][j][shared[i] :] for i, j in pairs]  # own tokens, the first already scored
     item = torch.tensor([i for i, _ in pairs])
-    length = max(len(c) for _, c in pairs)
+    length = max(len(r) for r in rests)
     cand = torch.full((len(pairs), length), pad_id, dtype=torch.long)
     cand_mask = torch.zeros_like(cand)
-    for k, (_, c) in enumerate(pairs):
-        cand[k, : len(c)] = torch.tensor(c)
-        cand_mask[k, : len(c)] = 1
+    for k, r in enumerate(rests):
+        cand[k, : len(r)] = torch.tensor(r)
+        cand_mask[k, : len(r)] = 1
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
     cache.reorder_cache(item)  # (K, ...): each pair gets its item's prefix keys and values
-    logp = first[item].gather(1, cand[:, :1]).squeeze(1)  # (K,)
-    if length > 1:
-        rest = inner(
-            input_ids=cand[:, :-1],
-            attention_mask=torch.cat([mask[item], cand_mask[:, :-1]], dim=1),
-            position_ids=n_pre[item, None] + torch.arange(length - 1),
-            **{_cache_argument(inner): cache},
-        ).logits  # (K, L-1, V): position t predicts label token t+1
-        token_logp = F.log_softmax(rest.float(), dim=-1).gather(2, cand[:, 1:, None]).squeeze(2)
-        logp = logp + (token_logp * cand_mask[:, 1:]).sum(1)
-    scores: list[list[float]] = [[] for _ in prefixes]
-    for (i, _), s in zip(pairs, logp.tolist()):
-        scores[i].append(s)
+    rest = inner(
+        input_ids=cand[:, :-1],
+        attention_mask=torch.cat([mask[item], cand_mask[:, :-1]], dim=1),
+        position_ids=n_pre[item, None] + torch.arange(length - 1),
+        **{_cache_argument(inner): cache},
+    ).logits  # (K, L-1, V): position t predicts own token t+1
+    token_logp = F.log_softmax(rest.float(), dim=-1).gather(2, cand[:, 1:, None]).squeeze(2)
+    for (i, j), extra in zip(pairs, (token_logp * cand_mask[:, 1:]).sum(1).tolist()):
+        scores[i][j] += extra
     return scores
 
 

@@ -4,6 +4,16 @@ Two flavours: :func:`export_lora` keeps each module's own rank and scale (``rank
 ``alpha_pattern``, which ``peft`` honours), and :func:`export_uniform_lora` writes one rank and scale
 for every module, for servers that read only ``r`` and ``lora_alpha`` (vLLM).
 
+vLLM, as its source shows it: ``vllm/lora/peft_helper.py`` (v0.10.0; the same in later releases'
+API pages) builds its ``PEFTHelper`` from ``adapter_config.json`` with the fields ``r``,
+``lora_alpha``, ``target_modules``, ``modules_to_save``, ``use_rslora``, ``use_dora`` (and ``bias``)
+and none for ``rank_pattern`` / ``alpha_pattern``, so one scale ``lora_alpha / r`` applies to every
+module; its ``_validate_features`` refuses an adapter with ``modules_to_save`` ("vLLM only supports
+modules_to_save being None"). ``vllm/config/lora.py`` (v0.11.0: ``max_lora_rank: int = 16``; v0.14.0:
+``MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]``, default 16) caps the rank unless the
+server is started with a larger ``--max-lora-rank``. No vLLM is installed here: these are read from
+its source, not tested against it.
+
 Two fields of ``adapter_config.json`` decide whether the export is usable elsewhere:
 ``task_type`` (``AutoPeftModelForSequenceClassification`` refuses an adapter without the matching
 one, and picks the head class from it) and ``base_model_name_or_path`` (the Auto classes load the base
