@@ -172,6 +172,16 @@ def test_effective_rank_known_values() -> None:
     assert effective_rank(torch.diag(torch.tensor([3.0, 1.0]))) == pytest.approx(expected)
 
 
+def test_rank_stats_match_matrix_rank_and_effective_rank() -> None:
+    from aroma_peft.rank import rank_stats
+
+    g = torch.Generator().manual_seed(0)
+    for rank in (0, 1, 3, 7):
+        m = torch.randn(40, rank, generator=g) @ torch.randn(rank, 24, generator=g)
+        assert rank_stats(m) == (int(torch.linalg.matrix_rank(m)), pytest.approx(effective_rank(m)))
+    assert rank_stats(torch.zeros(4, 5)) == (0, 0.0)
+
+
 def test_a_crash_mid_save_leaves_the_previous_save(tiny_net, batch, tmp_path, monkeypatch) -> None:
     model, _ = trained(tiny_net, batch)
     model.save_pretrained(tmp_path)
