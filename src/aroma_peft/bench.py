@@ -19,7 +19,10 @@ backpropagation stops at the lowest block that still trains (autograd builds no 
 Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
 same shape; the loss is the task's (``--task commonsense``: a causal LM whose loss is taken on the last
 ``RESPONSE_TOKENS`` positions of each row, as a commonsense response, with the LM head only there).
-Peak memory comes from one subprocess per method (a process's peak never goes down).
+Peak memory comes from one subprocess per method (a process's peak never goes down). Like ``aroma
+train``, the bench keeps freed memory in the process (``allocator.py``: without it glibc hands the heap
+back after every step and the next step page-faults it in again, which costs a method in proportion to
+the activations it keeps).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .errors import UserInputError
 from .io import atomic_write, write_json
 
@@ -311,6 +315,7 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
     """Time every method, write ``bench.json`` and ``bench.md`` to the output folder; returns the JSON.
     ``command`` (the command line that ran it) is recorded with the results."""
     config.check()
+    allocator = "glibc, freed memory kept (allocator.py)" if keep_freed_memory() else "default"
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -324,6 +329,7 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
         times, cpu_times = time_methods(config, runners, batches)
         result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
         result["command"] = command
+        result["allocator"] = allocator
     finally:
         torch.set_num_threads(threads)
     if config.memory:
@@ -396,7 +402,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
         f"torch {m['torch']}; SIMD flags: {' '.join(simd) or 'none listed'}; load average (1 min) "
-        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after.",
+        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after; allocator: "
+        f"{result.get('allocator', 'default')}.",
     ]
     if result["command"]:
         lines += ["", f"Command: `{result['command']}`"]
@@ -434,6 +441,7 @@ def peak_memory(config: BenchConfig, name: str) -> float:
 
 
 def _memory_probe(config: BenchConfig) -> None:
+    keep_freed_memory()  # as the timed run: the peak is the allocator's too
     if config.threads:
         torch.set_num_threads(config.threads)
     runner = build(config.methods[0], config)
