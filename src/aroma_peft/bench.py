@@ -134,8 +134,10 @@ class Runner:
     controller_times: list[float] = field(default_factory=list)
 
 
-def build(name: str, config: BenchConfig) -> Runner:
-    """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors."""
+def build(name: str, config: BenchConfig, finished_blocks: int | None = None) -> Runner:
+    """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors.
+    ``finished_blocks``: AROMA with every adapted module of that many lowest blocks finished (default:
+    none for ``aroma``, the lower half for ``aroma_late``)."""
     from .train.config import TrainConfig
     from .train.loop import optimization
     from .train.recipe import get_recipe
@@ -183,8 +185,8 @@ def build(name: str, config: BenchConfig) -> Runner:
     )  # fmt: skip
     recipe = recipe_cls(train_config, recipe_cls.Options(), planned)
     model = recipe.wrap(model, task.default_target_modules(model), heads)
-    if name == LATE:
-        finish_lower_half(model)
+    if name == LATE or finished_blocks:
+        finish_lower_blocks(model, finished_blocks)
     _, optimizer, scheduler = optimization(recipe, train_config, planned)  # as aroma train builds it
     recipe.start(optimizer, scheduler)
     runner = Runner(name, model)
@@ -198,16 +200,22 @@ def build(name: str, config: BenchConfig) -> Runner:
     return runner
 
 
-def finish_lower_half(model: torch.nn.Module) -> None:
-    """Finish every adapted module of the lower half of the transformer blocks (before the controller
-    is built, which then leaves their parameters out of the optimizer)."""
+def block_index(module_name: str) -> int | None:
+    """The transformer block a module belongs to (``encoder.layer.3.output.dense`` -> 3), else None."""
     from .train.recipe import BLOCK
 
+    match = BLOCK.search(module_name)
+    return int(match.group(0).rstrip(".").rpartition(".")[2]) if match else None
+
+
+def finish_lower_blocks(model: torch.nn.Module, count: int | None = None) -> None:
+    """Finish every adapted module of the ``count`` lowest transformer blocks (default: the lower half),
+    before the controller is built, which then leaves their parameters out of the optimizer."""
     layers = model.adapter_layers()
-    index = {name: int(BLOCK.search(name).group(0).rstrip(".").rpartition(".")[2]) for name in layers}
-    blocks = max(index.values()) + 1
+    index = {name: block_index(name) for name in layers}
+    count = (max(index.values()) + 1) // 2 if count is None else count
     for name, layer in layers.items():
-        if index[name] < blocks // 2:
+        if index[name] < count:
             layer.finish()
 
 
