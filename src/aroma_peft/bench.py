@@ -366,6 +366,9 @@ def summarize(config, runners, times, cpu_times, trainable_start, load_before) -
             "trainable_params_start": trainable_start[name],
             "trainable_params_end": runner.trainable(),
             "controller_median_ms": statistics.median(controller) * 1e3 if controller else None,
+            # the mean counts the steps at which the controller checks its modules (every check_interval)
+            "controller_mean_ms": statistics.fmean(controller) * 1e3 if controller else None,
+            "controller_share": statistics.fmean(controller) / statistics.median(t) if controller else None,
             "cpu_median_s": cpu_medians[name],
             "step_times_s": times[name],
             "step_cpu_times_s": cpu_times[name],
@@ -419,11 +422,15 @@ def markdown(result: dict[str, Any]) -> str:
     header = (
         "| method | trainable params (start / end) | median s/step | p90 s/step | vs frozen | vs forward |"
     )
-    header += " CPU s/step | CPU vs frozen | controller ms |" + (" peak memory (MB) |" if has_memory else "")
+    header += " CPU s/step | CPU vs frozen | controller ms, median / mean (share of the step) |"
+    header += " peak memory (MB) |" if has_memory else ""
     lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     for name, v in result["methods"].items():
         ratio = [f"{v[f'vs_{f}']:.3f}x" if v[f"vs_{f}"] is not None else "-" for f in FLOORS]
-        ctl = f"{v['controller_median_ms']:.2f}" if v["controller_median_ms"] is not None else "-"
+        ctl = "-"
+        if v["controller_median_ms"] is not None:
+            share = 100 * v["controller_share"]
+            ctl = f"{v['controller_median_ms']:.2f} / {v['controller_mean_ms']:.2f} ({share:.2f}%)"
         row = f"| {name} | {v['trainable_params_start']:,} / {v['trainable_params_end']:,} |"
         row += f" {v['median_s']:.3f} | {v['p90_s']:.3f} | {ratio[0]} | {ratio[1]} |"
         cpu_ratio = f"{v['cpu_vs_frozen']:.3f}x" if v["cpu_vs_frozen"] is not None else "-"
