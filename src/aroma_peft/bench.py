@@ -19,7 +19,8 @@ backpropagation stops at the lowest block that still trains (autograd builds no 
 Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
 same shape; the loss is the task's (``--task commonsense``: a causal LM whose loss is taken on the last
 ``RESPONSE_TOKENS`` positions of each row, as a commonsense response, with the LM head only there).
-Peak memory comes from one subprocess per method (a process's peak never goes down). Like ``aroma
+Peak memory comes from one subprocess per method that loads the model, resets its peak resident memory
+(Linux) and steps: the peak of training with the model resident. Like ``aroma
 train``, the bench keeps freed memory in the process (``allocator.py``: without it glibc hands the heap
 back after every step and the next step page-faults it in again, which costs a method in proportion to
 the activations it keeps).
@@ -461,10 +462,31 @@ def _memory_probe(config: BenchConfig) -> None:
         torch.set_num_threads(config.threads)
     runner = build(config.methods[0], config)
     vocab_size = runner.vocab_size
-    for batch in make_batches(config, vocab_size, bench_task(config), count=config.total_steps):
+    batches = make_batches(config, vocab_size, bench_task(config), count=config.total_steps)
+    reset = reset_peak_memory()  # loading a checkpoint peaks above a small batch's training
+    for batch in batches:
         runner.step(batch)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    print(json.dumps({"peak_memory_mb": peak_kb / 1024}))
+    print(json.dumps({"peak_memory_mb": peak_resident_mb(), "peak_reset_after_load": reset}))
+
+
+def reset_peak_memory() -> bool:
+    """Reset the process's peak resident memory to its current size (Linux: ``/proc/self/clear_refs``),
+    so the peak measured next is training's, with the model resident, not the checkpoint loader's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_mb() -> float:
+    """Peak resident memory since the last reset (``VmHWM``), else since the process started."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 if __name__ == "__main__":
