@@ -20,10 +20,10 @@ Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), s
 same shape; the loss is the task's (``--task commonsense``: a causal LM whose loss is taken on the last
 ``RESPONSE_TOKENS`` positions of each row, as a commonsense response, with the LM head only there).
 Peak memory comes from one subprocess per method that loads the model, resets its peak resident memory
-(Linux) and steps: the peak of training with the model resident. Like ``aroma
-train``, the bench keeps freed memory in the process (``allocator.py``: without it glibc hands the heap
-back after every step and the next step page-faults it in again, which costs a method in proportion to
-the activations it keeps).
+(Linux) and steps: the peak of training with the model resident. Like ``aroma train``, the bench keeps
+freed memory in the process (``allocator.py``: without it glibc hands the heap back after every step
+and the next step page-faults it in again, which costs a method in proportion to the activations it
+keeps).
 """
 
 from __future__ import annotations
@@ -214,9 +214,10 @@ def finish_lower_blocks(model: torch.nn.Module, count: int | None = None) -> Non
     before the controller is built, which then leaves their parameters out of the optimizer."""
     layers = model.adapter_layers()
     index = {name: block_index(name) for name in layers}
-    count = (max(index.values()) + 1) // 2 if count is None else count
+    blocks = {i for i in index.values() if i is not None}  # modules outside the blocks never finish here
+    count = (max(blocks) + 1) // 2 if count is None else count
     for name, layer in layers.items():
-        if index[name] < count:
+        if index[name] is not None and index[name] < count:
             layer.finish()
 
 
