@@ -63,6 +63,7 @@ def test_every_method_steps_its_optimizer_and_the_json_says_so(tiny_model, tmp_p
     assert result["command"].startswith("aroma bench --model")
     table = (tmp_path / "bench.md").read_text()
     assert "| aroma |" in table and "vs frozen" in table and result["machine"]["cpu"] in table
+    assert result["allocator"] in table  # whether freed memory was kept (allocator.py) is on record
 
 
 @pytest.mark.slow  # a fresh Python importing torch and transformers: ~15 s on a busy 2-core machine

@@ -19,7 +19,11 @@ backpropagation stops at the lowest block that still trains (autograd builds no 
 Batches are random token ids of exactly ``batch_size x seq_len`` (no padding), so every step has the
 same shape; the loss is the task's (``--task commonsense``: a causal LM whose loss is taken on the last
 ``RESPONSE_TOKENS`` positions of each row, as a commonsense response, with the LM head only there).
-Peak memory comes from one subprocess per method (a process's peak never goes down).
+Peak memory comes from one subprocess per method that loads the model, resets its peak resident memory
+(Linux) and steps: the peak of training with the model resident. Like ``aroma train``, the bench keeps
+freed memory in the process (``allocator.py``: without it glibc hands the heap back after every step
+and the next step page-faults it in again, which costs a method in proportion to the activations it
+keeps).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .errors import UserInputError
 from .io import atomic_write, write_json
 
@@ -130,8 +135,10 @@ class Runner:
     controller_times: list[float] = field(default_factory=list)
 
 
-def build(name: str, config: BenchConfig) -> Runner:
-    """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors."""
+def build(name: str, config: BenchConfig, finished_blocks: int | None = None) -> Runner:
+    """A method as ``aroma train`` sets it up (the recipe's defaults), or one of the two floors.
+    ``finished_blocks``: AROMA with every adapted module of that many lowest blocks finished (default:
+    none for ``aroma``, the lower half for ``aroma_late``)."""
     from .train.config import TrainConfig
     from .train.loop import optimization
     from .train.recipe import get_recipe
@@ -179,8 +186,8 @@ def build(name: str, config: BenchConfig) -> Runner:
     )  # fmt: skip
     recipe = recipe_cls(train_config, recipe_cls.Options(), planned)
     model = recipe.wrap(model, task.default_target_modules(model), heads)
-    if name == LATE:
-        finish_lower_half(model)
+    if name == LATE or finished_blocks:
+        finish_lower_blocks(model, finished_blocks)
     _, optimizer, scheduler = optimization(recipe, train_config, planned)  # as aroma train builds it
     recipe.start(optimizer, scheduler)
     runner = Runner(name, model)
@@ -194,16 +201,23 @@ def build(name: str, config: BenchConfig) -> Runner:
     return runner
 
 
-def finish_lower_half(model: torch.nn.Module) -> None:
-    """Finish every adapted module of the lower half of the transformer blocks (before the controller
-    is built, which then leaves their parameters out of the optimizer)."""
+def block_index(module_name: str) -> int | None:
+    """The transformer block a module belongs to (``encoder.layer.3.output.dense`` -> 3), else None."""
     from .train.recipe import BLOCK
 
+    match = BLOCK.search(module_name)
+    return int(match.group(0).rstrip(".").rpartition(".")[2]) if match else None
+
+
+def finish_lower_blocks(model: torch.nn.Module, count: int | None = None) -> None:
+    """Finish every adapted module of the ``count`` lowest transformer blocks (default: the lower half),
+    before the controller is built, which then leaves their parameters out of the optimizer."""
     layers = model.adapter_layers()
-    index = {name: int(BLOCK.search(name).group(0).rstrip(".").rpartition(".")[2]) for name in layers}
-    blocks = max(index.values()) + 1
+    index = {name: block_index(name) for name in layers}
+    blocks = {i for i in index.values() if i is not None}  # modules outside the blocks never finish here
+    count = (max(blocks) + 1) // 2 if count is None else count
     for name, layer in layers.items():
-        if index[name] < blocks // 2:
+        if index[name] is not None and index[name] < count:
             layer.finish()
 
 
@@ -311,6 +325,7 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
     """Time every method, write ``bench.json`` and ``bench.md`` to the output folder; returns the JSON.
     ``command`` (the command line that ran it) is recorded with the results."""
     config.check()
+    allocator = "glibc, freed memory kept (allocator.py)" if keep_freed_memory() else "default"
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -324,6 +339,7 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
         times, cpu_times = time_methods(config, runners, batches)
         result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
         result["command"] = command
+        result["allocator"] = allocator
     finally:
         torch.set_num_threads(threads)
     if config.memory:
@@ -352,6 +368,9 @@ def summarize(config, runners, times, cpu_times, trainable_start, load_before) -
             "trainable_params_start": trainable_start[name],
             "trainable_params_end": runner.trainable(),
             "controller_median_ms": statistics.median(controller) * 1e3 if controller else None,
+            # the mean counts the steps at which the controller checks its modules (every check_interval)
+            "controller_mean_ms": statistics.fmean(controller) * 1e3 if controller else None,
+            "controller_share": statistics.fmean(controller) / statistics.median(t) if controller else None,
             "cpu_median_s": cpu_medians[name],
             "step_times_s": times[name],
             "step_cpu_times_s": cpu_times[name],
@@ -396,7 +415,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
         f"torch {m['torch']}; SIMD flags: {' '.join(simd) or 'none listed'}; load average (1 min) "
-        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after.",
+        f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after; allocator: "
+        f"{result.get('allocator', 'default')}.",
     ]
     if result["command"]:
         lines += ["", f"Command: `{result['command']}`"]
@@ -404,11 +424,15 @@ def markdown(result: dict[str, Any]) -> str:
     header = (
         "| method | trainable params (start / end) | median s/step | p90 s/step | vs frozen | vs forward |"
     )
-    header += " CPU s/step | CPU vs frozen | controller ms |" + (" peak memory (MB) |" if has_memory else "")
+    header += " CPU s/step | CPU vs frozen | controller ms, median / mean (share of the step) |"
+    header += " peak memory (MB) |" if has_memory else ""
     lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     for name, v in result["methods"].items():
         ratio = [f"{v[f'vs_{f}']:.3f}x" if v[f"vs_{f}"] is not None else "-" for f in FLOORS]
-        ctl = f"{v['controller_median_ms']:.2f}" if v["controller_median_ms"] is not None else "-"
+        ctl = "-"
+        if v["controller_median_ms"] is not None:
+            share = 100 * v["controller_share"]
+            ctl = f"{v['controller_median_ms']:.2f} / {v['controller_mean_ms']:.2f} ({share:.2f}%)"
         row = f"| {name} | {v['trainable_params_start']:,} / {v['trainable_params_end']:,} |"
         row += f" {v['median_s']:.3f} | {v['p90_s']:.3f} | {ratio[0]} | {ratio[1]} |"
         cpu_ratio = f"{v['cpu_vs_frozen']:.3f}x" if v["cpu_vs_frozen"] is not None else "-"
@@ -434,14 +458,36 @@ def peak_memory(config: BenchConfig, name: str) -> float:
 
 
 def _memory_probe(config: BenchConfig) -> None:
+    keep_freed_memory()  # as the timed run: the peak is the allocator's too
     if config.threads:
         torch.set_num_threads(config.threads)
     runner = build(config.methods[0], config)
     vocab_size = runner.vocab_size
-    for batch in make_batches(config, vocab_size, bench_task(config), count=config.total_steps):
+    batches = make_batches(config, vocab_size, bench_task(config), count=config.total_steps)
+    reset = reset_peak_memory()  # loading a checkpoint peaks above a small batch's training
+    for batch in batches:
         runner.step(batch)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    print(json.dumps({"peak_memory_mb": peak_kb / 1024}))
+    print(json.dumps({"peak_memory_mb": peak_resident_mb(), "peak_reset_after_load": reset}))
+
+
+def reset_peak_memory() -> bool:
+    """Reset the process's peak resident memory to its current size (Linux: ``/proc/self/clear_refs``),
+    so the peak measured next is training's, with the model resident, not the checkpoint loader's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_mb() -> float:
+    """Peak resident memory since the last reset (``VmHWM``), else since the process started."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def with_default(f: dataclasses.Field) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..allocator import keep_freed_memory
     from ..train import RECIPES, get_recipe, train
 
+    keep_freed_memory()  # no page faults re-mapping each step's activations (allocator.py)
     values = read_config_file(args.config) if args.config else {}
     values |= {
         k: v for k, v in vars(args).items() if k not in ("config", "overwrite", "resume", "run", "command")

@@ -21,6 +21,7 @@ rows, and remain after the module finishes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -46,11 +47,11 @@ class FoldedRankOneLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # noqa: ANN001
         dtype = compute_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.to(dtype)
-            effective = torch.addmm(weight, lora_B, lora_A, alpha=scaling).to(dtype)  # (m, n)
-            xa = x @ lora_A.to(dtype).t()  # (..., r): all backward needs of x besides x itself
-            out = F.linear(x, effective, None if bias is None else bias.to(dtype))
+        with autocast_off(x):
+            x = cast(x, dtype)
+            effective = cast(torch.addmm(weight, lora_B, lora_A, alpha=scaling), dtype)  # (m, n)
+            xa = x @ cast(lora_A, dtype).t()  # (..., r): all backward needs of x besides x itself
+            out = F.linear(x, effective, None if bias is None else cast(bias, dtype))
         ctx.save_for_backward(x, xa, weight, lora_A, lora_B)
         ctx.scaling = scaling
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -62,22 +63,37 @@ class FoldedRankOneLinear(torch.autograd.Function):
         s = ctx.scaling
         need_x, need_w, need_bias, need_a, need_b, _ = ctx.needs_input_grad
         grad_x = grad_w = grad_bias = grad_a = grad_b = None
-        with torch.autocast(x.device.type, enabled=False):
-            grad_y = grad_y.to(x.dtype)
+        with autocast_off(x):
+            grad_y = cast(grad_y, x.dtype)
             if need_x:
                 # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
-                grad_x = grad_y @ torch.addmm(weight, lora_B, lora_A, alpha=s).to(x.dtype)
+                grad_x = grad_y @ cast(torch.addmm(weight, lora_B, lora_A, alpha=s), x.dtype)
             gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, m)
             x2 = x.reshape(-1, x.shape[-1])  # (tokens, n)
             if need_b:
-                grad_b = (gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s).to(lora_B.dtype)  # (m, r)
+                grad_b = cast((gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s), lora_B.dtype)  # (m, r)
             if need_a:
-                grad_a = ((gy @ lora_B.to(x.dtype)).t() @ x2).mul_(s).to(lora_A.dtype)  # (r, n)
+                grad_a = cast(((gy @ cast(lora_B, x.dtype)).t() @ x2).mul_(s), lora_A.dtype)  # (r, n)
             if need_w:
-                grad_w = (gy.t() @ x2).to(weight.dtype)
+                grad_w = cast(gy.t() @ x2, weight.dtype)
             if need_bias:
-                grad_bias = gy.sum(0).to(ctx.bias_dtype)
+                grad_bias = cast(gy.sum(0), ctx.bias_dtype)
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)`` without the dispatch when it is a no-op: called ~10 times per module and step."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def autocast_off(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast disabled for x's device if it is on (the products pick their dtype themselves); no
+    context otherwise: entering one costs more than the rank-one products of a small batch."""
+    device = x.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else NO_CONTEXT
+
+
+NO_CONTEXT = contextlib.nullcontext()
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
