@@ -166,7 +166,7 @@ def build(name: str, config: BenchConfig, finished_blocks: int | None = None) ->
         params = params or list(model.get_decoder().norm.parameters())  # no head: the final norm trains
         for p in params:
             p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        optimizer = torch.optim.AdamW(params, lr=1e-3, foreach=True)
         embed = model.get_input_embeddings()
 
         def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
