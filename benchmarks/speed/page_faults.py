@@ -21,7 +21,7 @@ import time
 import torch
 
 from aroma_peft.allocator import keep_freed_memory
-from aroma_peft.bench import BenchConfig, bench_task, build, make_batches
+from aroma_peft.bench import BenchConfig, runners_and_batches
 
 
 def main() -> None:
@@ -41,9 +41,7 @@ def main() -> None:
         task=args.task, methods=methods, batch_size=args.batch_size, seq_len=args.seq_len,
         output_dir=tempfile.mkdtemp(), warmup=2, rounds=1, steps=args.repeats,
     )  # fmt: skip
-    torch.manual_seed(0)
-    runners = {name: build(name, config) for name in methods}
-    batches = make_batches(config, next(iter(runners.values())).vocab_size, bench_task(config))
+    runners, batches = runners_and_batches(config)
     for runner in runners.values():
         for batch in batches[: config.warmup]:
             runner.step(batch)

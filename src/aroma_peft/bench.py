@@ -273,6 +273,14 @@ def autocast(config: BenchConfig) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16)
 
 
+def runners_and_batches(config: BenchConfig) -> tuple[dict[str, Runner], list[dict]]:
+    """Every method of ``config`` built from the same seed, and the batches they all step on."""
+    torch.manual_seed(config.seed)
+    runners = {name: build(name, config) for name in config.methods}
+    vocab_size = next(iter(runners.values())).vocab_size
+    return runners, make_batches(config, vocab_size, bench_task(config))
+
+
 def make_batches(config: BenchConfig, vocab_size: int, task: Any, count: int = 4) -> list[dict]:
     """``count`` batches of random ids of exactly batch_size x seq_len, labels for the task's head
     (a causal LM: the ids themselves on the last RESPONSE_TOKENS positions, -100 elsewhere)."""
@@ -331,11 +339,8 @@ def run(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     try:
         load_before = os.getloadavg()
-        torch.manual_seed(config.seed)
-        runners = {name: build(name, config) for name in config.methods}
+        runners, batches = runners_and_batches(config)
         trainable_start = {name: r.trainable() for name, r in runners.items()}
-        vocab_size = next(iter(runners.values())).vocab_size
-        batches = make_batches(config, vocab_size, bench_task(config))
         times, cpu_times = time_methods(config, runners, batches)
         result = summarize(config, runners, times, cpu_times, trainable_start, load_before)
         result["command"] = command
