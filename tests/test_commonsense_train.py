@@ -178,7 +178,7 @@ def test_folded_live_piece_gives_the_same_outputs_and_restores_the_weights():
         with folded(model):
             inside = model(input_ids=ids).logits
             assert not any(layer._finished is False for layer in model.adapter_layers().values())
-    assert torch.equal(inside, plain)  # the same addmm as the training forward's fold: bit-identical
+    torch.testing.assert_close(inside, plain, rtol=1e-5, atol=1e-6)  # 2 x 9 tokens: unfolded in training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(layer.is_finished for layer in model.adapter_layers().values())

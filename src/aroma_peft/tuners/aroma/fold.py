@@ -1,11 +1,11 @@
-"""Inference with AROMA's live piece folded into the base weight once, instead of at every call.
+"""Inference with AROMA's live piece folded into the base weight once, instead of handled at every call.
 
-In training the live piece ``s b a`` is folded into the weight of the one base matmul at every forward
-(an m x n ``addmm``, tiny next to a batch of tokens). Generation runs many forwards of a few tokens each,
-where that ``addmm`` costs as much as the matmul itself; ``folded`` computes ``W + s b a`` once per
-module (the same ``addmm`` the forward does, so a float32 model's outputs are bit-identical) and
-restores the weights, unchanged, on exit.
-"""
+In training each forward either folds the live piece ``s b a`` into the weight of the one base matmul
+(an m x n ``addmm``, tiny next to a large batch) or adds ``s (x a^T) b^T`` beside it (short batches).
+Generation runs many forwards of a few tokens each, where either costs extra calls per module and
+token; ``folded`` computes ``W + s b a`` once per module (the forward's own ``addmm``: a float32
+model's outputs equal the training forward's up to fp32 rounding, bit for bit where it folds) and
+restores the weights, unchanged, on exit."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@
 
 ``B_{p-1} A_{p-1}`` (the pieces already learned) is folded into the base weight, so the forward cost
 never grows with the rank; the factors themselves are kept in ``merged_A`` / ``merged_B`` for saving,
-export and unmerging. The live piece is folded into the weight of the one base matmul as well
-(``W + s b a`` costs m*n, tiny next to tokens*m*n) and its gradients are computed from a saved ``x a^T``
-by :class:`FoldedRankOneLinear`, which makes about four passes over the activations instead of the ten
-of ``base(x) + s * b(a(x))``. It follows ``torch.autocast`` (bf16 / fp16) and gives an unfrozen base
-bias or weight its gradient.
+export and unmerging. The live piece runs inside :class:`FoldedRankOneLinear`: folded into the weight of
+the one base matmul when the batch is large next to the layer (``W + s b a`` costs m*n), added as
+``s (x a^T) b^T`` when it is not, with its gradients computed from a saved ``x a^T`` either way: about
+four passes over the activations instead of the ten of ``base(x) + s * b(a(x))``. It follows
+``torch.autocast`` (bf16 / fp16) and gives an unfrozen base bias or weight its gradient.
 
 The forward branches on a Python flag, never on a tensor: no host-device sync, and ``torch.compile(...,
 fullgraph=True)`` traces it; each step at which modules finish recompiles once (allow as many
@@ -36,24 +36,35 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class FoldedRankOneLinear(torch.autograd.Function):
-    """``y = x (W + s B A)^T + bias`` in one matmul, with the gradients of x, A and B (and of W and the
-    bias if the user unfroze them).
+    """``y = x (W + s B A)^T + bias`` with the gradients of x, A and B (and of W and the bias if the user
+    unfroze them), in one of two ways chosen per call by :func:`folds`:
 
-    Under ``torch.autocast`` the products run in the autocast dtype, as ``F.linear`` would, and every
-    gradient comes back in its input's own dtype (fp32 factors stay fp32), so mixed precision works
-    without a custom_fwd tied to one device type.
+    - folded: ``W + s B A`` is built (a copy of W) and used in one matmul, forward and backward;
+    - unfolded: ``x W^T + s (x A^T) B^T`` and ``g W + s (g B) A``, whose extra products the backward
+      computes anyway for the factors' gradients.
+
+    Both save only ``x`` and ``x A^T``. Under ``torch.autocast`` the products run in the autocast dtype,
+    as ``F.linear`` would, and every gradient comes back in its input's own dtype (fp32 factors stay
+    fp32), so mixed precision works without a custom_fwd tied to one device type.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # noqa: ANN001
         dtype = compute_dtype(x)
+        fold = folds(x, weight)
         with autocast_off(x):
             x = cast(x, dtype)
-            effective = cast(torch.addmm(weight, lora_B, lora_A, alpha=scaling), dtype)  # (m, n)
             xa = x @ cast(lora_A, dtype).t()  # (..., r): all backward needs of x besides x itself
-            out = F.linear(x, effective, None if bias is None else cast(bias, dtype))
+            b = None if bias is None else cast(bias, dtype)
+            if fold:
+                out = F.linear(x, cast(torch.addmm(weight, lora_B, lora_A, alpha=scaling), dtype), b)
+            else:
+                out = F.linear(x, cast(weight, dtype), b)
+                rows = out.view(-1, out.shape[-1])
+                rows.addmm_(xa.view(-1, xa.shape[-1]), cast(lora_B, dtype).t(), alpha=scaling)
         ctx.save_for_backward(x, xa, weight, lora_A, lora_B)
         ctx.scaling = scaling
+        ctx.fold = fold
         ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
@@ -65,20 +76,33 @@ class FoldedRankOneLinear(torch.autograd.Function):
         grad_x = grad_w = grad_bias = grad_a = grad_b = None
         with autocast_off(x):
             grad_y = cast(grad_y, x.dtype)
-            if need_x:
-                # Recomputed rather than saved: an m x n matmul of rank r costs nothing next to the batch.
-                grad_x = grad_y @ cast(torch.addmm(weight, lora_B, lora_A, alpha=s), x.dtype)
             gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, m)
             x2 = x.reshape(-1, x.shape[-1])  # (tokens, n)
+            gyb = gy @ cast(lora_B, x.dtype) if need_a or (need_x and not ctx.fold) else None  # (tokens, r)
+            if need_x:
+                if ctx.fold:  # recomputed rather than saved: the fold costs m n, saving it would keep it
+                    grad_x = grad_y @ cast(torch.addmm(weight, lora_B, lora_A, alpha=s), x.dtype)
+                else:
+                    grad_x = grad_y @ cast(weight, x.dtype)
+                    grad_x.view(-1, grad_x.shape[-1]).addmm_(gyb, cast(lora_A, x.dtype), alpha=s)
             if need_b:
                 grad_b = cast((gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s), lora_B.dtype)  # (m, r)
             if need_a:
-                grad_a = cast(((gy @ cast(lora_B, x.dtype)).t() @ x2).mul_(s), lora_A.dtype)  # (r, n)
+                grad_a = cast((gyb.t() @ x2).mul_(s), lora_A.dtype)  # (r, n)
             if need_w:
                 grad_w = cast(gy.t() @ x2, weight.dtype)
             if need_bias:
                 grad_bias = cast(gy.sum(0), ctx.bias_dtype)
         return grad_x, grad_w, grad_bias, grad_a, grad_b, None
+
+
+def folds(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether to fold the live piece into W for this call: the fold copies W (``m n``, twice per step),
+    the unfolded path adds ``tokens (m + n)`` to the outputs and input gradients. Large batches of a
+    small layer fold (MiniLM at 32 x 128); short batches through large layers do not (SmolLM2 at
+    2 x 128, where folding copied 550 MB per step)."""
+    m, n = weight.shape
+    return x.numel() // n * (m + n) > 2 * m * n
 
 
 def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
