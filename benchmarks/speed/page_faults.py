@@ -12,39 +12,22 @@ Methods are built as ``aroma bench`` builds them and stepped in turn (one step e
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
-import tempfile
 import time
 
-import torch
+from step_runners import step_parser, warmed_runners
 
 from aroma_peft.allocator import keep_freed_memory
-from aroma_peft.bench import BenchConfig, runners_and_batches
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="frozen,aroma,aroma_late")
-    parser.add_argument("--task", default="sst2")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = step_parser(__doc__, methods="frozen,aroma,aroma_late", repeats=5)
     parser.add_argument("--keep-freed-memory", action="store_true")
     args = parser.parse_args()
     kept = keep_freed_memory() if args.keep_freed_memory else False
-    torch.set_num_threads(args.threads)
-    methods = args.methods.split(",")
-    config = BenchConfig(
-        task=args.task, methods=methods, batch_size=args.batch_size, seq_len=args.seq_len,
-        output_dir=tempfile.mkdtemp(), warmup=2, rounds=1, steps=args.repeats,
-    )  # fmt: skip
-    runners, batches = runners_and_batches(config)
-    for runner in runners.values():
-        for batch in batches[: config.warmup]:
-            runner.step(batch)
+    runners, batches = warmed_runners(args, warmup=2)
+    methods = list(runners)
     faults: dict[str, list[int]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}
     wall: dict[str, list[float]] = {name: [] for name in methods}

@@ -9,37 +9,21 @@ a time in turn, ``--repeats`` times; the table sums the repeats (milliseconds).
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from collections import Counter
 
-import torch
+from step_runners import step_parser, warmed_runners
 from torch.profiler import ProfilerActivity, profile
 
 from aroma_peft.allocator import keep_freed_memory
-from aroma_peft.bench import BenchConfig, runners_and_batches
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="frozen,aroma,aroma_late,forward")
-    parser.add_argument("--task", default="sst2")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--rows", type=int, default=30)
+    parser = step_parser(__doc__, methods="frozen,aroma,aroma_late,forward", repeats=4)
+    parser.add_argument("--rows", type=int, default=30, help="operators to list")
     args = parser.parse_args()
     keep_freed_memory()
-    torch.set_num_threads(args.threads)
-    methods = args.methods.split(",")
-    config = BenchConfig(
-        task=args.task, methods=methods, batch_size=args.batch_size, seq_len=args.seq_len,
-        output_dir=tempfile.mkdtemp(), warmup=1, rounds=1, steps=args.repeats,
-    )  # fmt: skip
-    runners, batches = runners_and_batches(config)
-    for runner in runners.values():
-        runner.step(batches[0])
+    runners, batches = warmed_runners(args, warmup=1)
+    methods = list(runners)
     totals = {name: Counter() for name in methods}
     for i in range(args.repeats):
         for name, runner in runners.items():
