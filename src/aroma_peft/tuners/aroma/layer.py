@@ -78,17 +78,21 @@ class FoldedRankOneLinear(torch.autograd.Function):
             grad_y = cast(grad_y, x.dtype)
             gy = grad_y.reshape(-1, grad_y.shape[-1])  # (tokens, m)
             x2 = x.reshape(-1, x.shape[-1])  # (tokens, n)
-            gyb = gy @ cast(lora_B, x.dtype) if need_a or (need_x and not ctx.fold) else None  # (tokens, r)
+            a, b = cast(lora_A, x.dtype), cast(lora_B, x.dtype)
+            gyb = gy @ b if need_a or (need_x and not ctx.fold) else None  # (tokens, r)
             if need_x:
                 if ctx.fold:  # recomputed rather than saved: the fold costs m n, saving it would keep it
                     grad_x = grad_y @ cast(torch.addmm(weight, lora_B, lora_A, alpha=s), x.dtype)
                 else:
                     grad_x = grad_y @ cast(weight, x.dtype)
-                    grad_x.view(-1, grad_x.shape[-1]).addmm_(gyb, cast(lora_A, x.dtype), alpha=s)
+                    grad_x.view(-1, grad_x.shape[-1]).addmm_(gyb, a, alpha=s)
+            # s * (p @ q) as one addmm whose beta=0 ignores its first argument (one dispatch, not two)
             if need_b:
-                grad_b = cast((gy.t() @ xa.reshape(-1, xa.shape[-1])).mul_(s), lora_B.dtype)  # (m, r)
+                grad_b = cast(
+                    torch.addmm(b, gy.t(), xa.reshape(-1, xa.shape[-1]), beta=0, alpha=s), lora_B.dtype
+                )
             if need_a:
-                grad_a = cast((gyb.t() @ x2).mul_(s), lora_A.dtype)  # (r, n)
+                grad_a = cast(torch.addmm(a, gyb.t(), x2, beta=0, alpha=s), lora_A.dtype)
             if need_w:
                 grad_w = cast(gy.t() @ x2, weight.dtype)
             if need_bias:
