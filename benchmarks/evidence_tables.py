@@ -2,9 +2,10 @@
 
     python benchmarks/evidence_tables.py            # docs/results/*.md and *.png, README, reproduction.md
 
-Writes docs/results/{glue,lr_grid,aroma}.md, the figures docs/results/fig1_<task>.png and
-fig3_effective_rank.png, and the generated blocks (between ``<!-- generated: NAME ... -->`` and
-``<!-- end generated: NAME -->``) of README.md (headline) and docs/reproduction.md (claims, knobs).
+Writes docs/results/{glue,lr_grid,aroma}.md, the figures docs/results/fig1_<task>.png,
+fig_stop_<task>.png and fig3_effective_rank.png, and the generated blocks (between
+``<!-- generated: NAME ... -->`` and ``<!-- end generated: NAME -->``) of README.md (headline) and
+docs/reproduction.md (claims, knobs).
 
 Metrics are x100, on the report half of dev at the evaluation best on the selection half (SoRA's
 protocol: the halves are a fixed seed-42 split). Mean ± sample std over seeds; a difference of two
@@ -251,6 +252,7 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     aroma = ["# AROMA: its stop, optimizer resets and knobs (seed 0)", "", SOURCE, ""]
     aroma += ["## Stop: does the stop step follow the planned total or the schedule?", "", stop_table]
     aroma += [f"- {task.upper()}, {family}: {verdict}" for task, family, verdict in verdicts] + [""]
+    aroma += [f"![When modules finish, {t}](fig_stop_{t}.png)\n" for t in stop_figure_tasks(records)]
     for title, variants in (
         ("Optimizer reset ablation (prune 99.9% is the default)", ("", *RESETS)),
         ("Sensitivity (MRPC)", ("", *SENSITIVITY)),
@@ -300,7 +302,8 @@ def replace_blocks(text: str, contents: dict[str, str], where: Path) -> str:
 
 def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """fig1_<task>.png (AROMA: adapter parameters, total rank and the report-half metric against the
-    step, one line per run) and fig3_effective_rank.png (effective rank / rank of every method)."""
+    step, one line per run), fig_stop_<task>.png (when modules finish, per stop variant) and
+    fig3_effective_rank.png (effective rank / rank of every method)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,6 +345,8 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         axes[2].legend(fontsize=7)
         fig.suptitle(f"AROMA on {task.upper()}: adapter parameters, total rank and dev metric per run")
         written.append(save(fig, out_dir / f"fig1_{task}.png"))
+    for task in stop_figure_tasks(records):
+        written.append(save(stop_figure(stop_runs(records, task), plt), out_dir / f"fig_stop_{task}.png"))
     ranked = [r for r in records if is_default(r) and r.get("rank_sum")]
     if ranked:
         cells: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -355,6 +360,53 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_title("Fig. 3: effective-rank ratio of the learned updates")
         written.append(save(fig, out_dir / "fig3_effective_rank.png"))
     return written
+
+
+def stop_runs(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """AROMA's seed-0 runs on ``task`` at the default lr: its defaults and its stop variants."""
+    from evidence_claims import STOP_VARIANTS
+
+    return [
+        r
+        for r in records
+        if r["task"] == task and r["label"] == "aroma" and r["seed"] == 0 and r["lr_factor"] == 1.0
+        and r["variant"] in STOP_VARIANTS and not r.get("diverged")
+    ]  # fmt: skip
+
+
+def stop_figure_tasks(records: list[dict[str, Any]]) -> list[str]:
+    """Tasks with at least two stop variants finished: the ones that get a stop figure."""
+    tasks = sorted({r["task"] for r in records})
+    return [t for t in tasks if len({r["variant"] for r in stop_runs(records, t)}) > 1]
+
+
+def stop_figure(runs: list[dict[str, Any]], plt: Any) -> Any:
+    """Modules finished against the share of the planned steps, beside each schedule's lr factor: if
+    the stop follows the schedule, the curves of 1,500 and 3,000 planned steps coincide here."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sorted(runs, key=lambda r: r["variant"]):
+        planned = r["planned_steps"]
+        if r.get("finish_steps"):  # one step per finished module
+            steps = [0, *r["finish_steps"], r["steps"]]
+            done = [0, *range(1, len(r["finish_steps"]) + 1), len(r["finish_steps"])]
+        else:  # records from before finish_steps: the count at each evaluation
+            steps = [0] + [p["step"] for p in r["trajectory"]]
+            done = [0] + [p.get("finished_modules") or 0 for p in r["trajectory"]]
+        ax.step([s / planned for s in steps], done, where="post", label=f"{r['variant'] or 'default'}")
+    from evidence import COMMON
+
+    warm = COMMON["warmup_ratio"]
+    twin = ax.twinx()
+    twin.plot([0, warm, 1], [0, 1, 0], color="grey", linestyle="--", linewidth=1, label="linear lr")
+    twin.plot([0, warm, 1], [0, 1, 1], color="grey", linestyle=":", linewidth=1, label="constant lr")
+    twin.set_ylabel("lr / peak lr")
+    twin.set_ylim(0, 1.05)
+    ax.set_xlabel("optimizer step / planned steps")
+    ax.set_ylabel("modules finished")
+    ax.set_title(f"AROMA on {runs[0]['task'].upper()}: when modules finish (seed 0)")
+    ax.legend(loc="upper left", fontsize=7)
+    twin.legend(loc="center left", fontsize=7)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,6 +174,8 @@ def test_tables_script_rewrites_generated_blocks_and_draws_figures(tables, tmp_p
     results = tmp_path / "results"
     results.mkdir()
     runs = seeds("aroma", (0.80, 0.81, 0.82)) + seeds("lora_r8", (0.70, 0.71, 0.72))
+    longer = {"variant": "steps3000", "id": "mrpc-aroma-steps3000-s0", "planned_steps": 3000}
+    runs.append(record("aroma", 0, 0.8, finish_steps=[2800, 2900], steps=3000, **longer))
     for r in runs:
         (results / f"{r['id']}.json").write_text(json.dumps(r))
     readme, repro = tmp_path / "README.md", tmp_path / "reproduction.md"
@@ -192,7 +194,7 @@ def test_tables_script_rewrites_generated_blocks_and_draws_figures(tables, tmp_p
     assert "| 1 | AROMA beats LoRA r=8" in claims_text and "MRPC: confirmed; SST-2: pending" in claims_text
     assert "middle\n" in claims_text and "- **eps_in**. Mechanics:" in claims_text
     assert tables.main(argv) == 0 and readme.read_text() == text  # idempotent
-    for name in ("fig1_mrpc.png", "fig3_effective_rank.png"):
+    for name in ("fig1_mrpc.png", "fig_stop_mrpc.png", "fig3_effective_rank.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme.write_text("no blocks here\n")
     with pytest.raises(SystemExit, match="README.md holds no generated block"):
