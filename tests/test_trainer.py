@@ -107,6 +107,20 @@ def test_trainer_stops_when_every_module_has_finished(tmp_path) -> None:
     assert model.num_trainable_parameters(include_saved_modules=False) == 0
 
 
+def test_training_again_replaces_the_controllers_step_hook(tmp_path) -> None:
+    """A second ``train()`` with the same callback and optimizer builds a new controller; the old one's
+    optimizer hook is removed (else every run would leave one more hook, and the old controller, behind)."""
+    from transformers import TrainerControl, TrainerState
+
+    model = adapt(tiny_bert(), aroma_config())
+    optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
+    callback = AromaCallback()
+    for _ in range(3):
+        state = TrainerState(max_steps=12)
+        callback.on_train_begin(args(tmp_path), state, TrainerControl(), model=model, optimizer=optimizer)
+    assert len(optimizer._optimizer_step_post_hooks) == 1
+
+
 @pytest.mark.parametrize("how", ["pickle", "torch.save", "deepcopy"])
 def test_copies_of_an_adapted_model_train_in_the_trainer(tmp_path, monkeypatch, how) -> None:
     """Pickled, saved or copied, the model still shows the Trainer BERT's forward signature, so the

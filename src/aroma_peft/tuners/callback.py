@@ -32,6 +32,8 @@ class ControllerCallback(TrainerCallback, ExportableState):
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DistributedDataParallel
         self.max_steps = state.max_steps if state.max_steps > 0 else None
+        if self.controller is not None:  # train() again: the old controller's step hook must go
+            self.controller.watch.close()
         self.controller = self.make_controller(model, kwargs["optimizer"], kwargs.get("lr_scheduler"))
         saved = self.controller_state
         if saved is None and state.global_step > 0:
