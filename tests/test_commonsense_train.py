@@ -129,6 +129,22 @@ def test_killed_commonsense_run_resumes_exactly(tiny_llm_dir, data, tmp_path, ki
     assert without_timing(resumed) == without_timing(reference)
 
 
+def test_two_processes_train_a_causal_lm_as_one(tiny_llm_dir, data, tmp_path):  # noqa: F811
+    """torch.distributed (gloo), 2 processes, global batch 4: the same losses, decisions and metrics
+    as one process."""
+    from test_distributed_train import assert_same_log, two_processes
+
+    extra = ["--max-steps", "6", "--eval-every", "3"]
+    args = ["train", *COMMON, *METHODS["aroma"], "--model", tiny_llm_dir, "--data-dir", data, *extra]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([str(a) for a in [*args, "--output-dir", one]]) == 0
+    assert two_processes([str(a) for a in [*args, "--output-dir", two]]) == [0, 0]
+    assert_same_log(one, two)
+    ma, mb = (without_timing(r) for r in (one, two))
+    assert (ma.pop("world_size"), mb.pop("world_size")) == (1, 2)
+    assert ma == mb
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
