@@ -308,19 +308,12 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from evidence_claims import STOP_VARIANTS
 
     from aroma_peft.report.figures import save
 
     written = []
-    # AROMA's default runs (every seed) and its stop variants: the sensitivity runs would crowd it
-    aroma = [
-        r
-        for r in records
-        if r["label"] == "aroma" and r["lr_factor"] == 1.0 and r["variant"] in STOP_VARIANTS
-    ]
-    for task in sorted({r["task"] for r in aroma}):
-        runs = [r for r in aroma if r["task"] == task and not r.get("diverged")]
+    for task in sorted({r["task"] for r in records if r["label"] == "aroma"}):
+        runs = stop_runs(records, task)
         if not runs:
             continue
         fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
@@ -346,7 +339,8 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         fig.suptitle(f"AROMA on {task.upper()}: adapter parameters, total rank and dev metric per run")
         written.append(save(fig, out_dir / f"fig1_{task}.png"))
     for task in stop_figure_tasks(records):
-        written.append(save(stop_figure(stop_runs(records, task), plt), out_dir / f"fig_stop_{task}.png"))
+        seed0 = [r for r in stop_runs(records, task) if r["seed"] == 0]
+        written.append(save(stop_figure(seed0, plt), out_dir / f"fig_stop_{task}.png"))
     ranked = [r for r in records if is_default(r) and r.get("rank_sum")]
     if ranked:
         cells: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -363,26 +357,29 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def stop_runs(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
-    """AROMA's seed-0 runs on ``task`` at the default lr: its defaults and its stop variants."""
+    """AROMA's runs on ``task`` at the default lr that did not diverge: its defaults (every seed) and its
+    stop variants (the sensitivity runs would crowd the figures)."""
     from evidence_claims import STOP_VARIANTS
 
     return [
         r
         for r in records
-        if r["task"] == task and r["label"] == "aroma" and r["seed"] == 0 and r["lr_factor"] == 1.0
+        if r["task"] == task and r["label"] == "aroma" and r["lr_factor"] == 1.0
         and r["variant"] in STOP_VARIANTS and not r.get("diverged")
     ]  # fmt: skip
 
 
 def stop_figure_tasks(records: list[dict[str, Any]]) -> list[str]:
-    """Tasks with at least two stop variants finished: the ones that get a stop figure."""
+    """Tasks with at least two stop variants finished on seed 0: the ones that get a stop figure."""
     tasks = sorted({r["task"] for r in records})
-    return [t for t in tasks if len({r["variant"] for r in stop_runs(records, t)}) > 1]
+    return [t for t in tasks if len({r["variant"] for r in stop_runs(records, t) if r["seed"] == 0}) > 1]
 
 
 def stop_figure(runs: list[dict[str, Any]], plt: Any) -> Any:
     """Modules finished against the share of the planned steps, beside each schedule's lr factor: if
     the stop follows the schedule, the curves of 1,500 and 3,000 planned steps coincide here."""
+    from evidence import COMMON
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in sorted(runs, key=lambda r: r["variant"]):
         planned = r["planned_steps"]
@@ -393,8 +390,6 @@ def stop_figure(runs: list[dict[str, Any]], plt: Any) -> Any:
             steps = [0] + [p["step"] for p in r["trajectory"]]
             done = [0] + [p.get("finished_modules") or 0 for p in r["trajectory"]]
         ax.step([s / planned for s in steps], done, where="post", label=f"{r['variant'] or 'default'}")
-    from evidence import COMMON
-
     warm = COMMON["warmup_ratio"]
     twin = ax.twinx()
     twin.plot([0, warm, 1], [0, 1, 0], color="grey", linestyle="--", linewidth=1, label="linear lr")
