@@ -236,6 +236,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "steps": metrics.get("steps"),
         "planned_steps": metrics.get("planned_steps"),
         "stopped_early": metrics.get("stopped_early"),
+        "stop_reason": metrics.get("stop_reason"),
     }
     if metrics.get("diverged"):
         return record | {"machine": metrics["machine"], "versions": metrics["versions"]}
@@ -266,7 +267,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         ),
         # one step per finished module (AROMA): when the stop happened, module by module
         "finish_steps": sorted(
-            e["step"] for r in trains.values() for e in r.get("events", []) if e["event"] == "finish"
+            e["step"] for r in found["log"] for e in r.get("events", []) if e["event"] == "finish"
         ),
         "wall_time_s": metrics["wall_time_s"],
         "time_per_step_s": metrics["time_per_step_s"],

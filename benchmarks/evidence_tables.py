@@ -220,11 +220,21 @@ SOURCE = (
     "(the runs of `benchmarks/evidence.py`; see docs/reproduction.md for the protocol)."
 )
 
+EARLY = (
+    "`--early-stopping-patience N` stops a run once N evaluations (here every 100 steps) have not beaten "
+    "the best selection-half metric before them. Training up to the stop does not depend on it (the "
+    "evaluations draw no random numbers), so each row below replays the trainer's own rule "
+    "(`early_stop_reason`) on the run's logged evaluations: the step at which the run would have "
+    "stopped and its report-half metric there. For AROMA the model saved at such a stop differs from "
+    "the one evaluated there by the live pieces its final decision discards (each below eps_out of its "
+    "weight), which the trainer evaluates again; the replay cannot."
+)
+
 
 def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     """File name -> Markdown."""
     from evidence import RESETS, SENSITIVITY
-    from evidence_claims import stop_rows
+    from evidence_claims import early_stop_rows, stop_rows
 
     intro = [SOURCE, "", machine_note(records), "", pending(records)]
     glue = [
@@ -253,6 +263,8 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     aroma += ["## Stop: does the stop step follow the planned total or the schedule?", "", stop_table]
     aroma += [f"- {task.upper()}, {family}: {verdict}" for task, family, verdict in verdicts] + [""]
     aroma += [f"![When modules finish, {t}](fig_stop_{t}.png)\n" for t in stop_figure_tasks(records)]
+    aroma += ["## Early stopping on the selection half, replayed on the logged evaluations", "", EARLY]
+    aroma += ["", early_stop_rows(records)]
     for title, variants in (
         ("Optimizer reset ablation (prune 99.9% is the default)", ("", *RESETS)),
         ("Sensitivity (MRPC)", ("", *SENSITIVITY)),

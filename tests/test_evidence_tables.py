@@ -211,3 +211,30 @@ def test_claim_against_one_seed_baselines_is_indicative(claims):
     assert verdict == "MRPC: indicative only (one seed): AROMA ahead of 1 of 2; SST-2: pending"
     runs.append(record("lora_r1", 0, 0.95, group="g1"))  # a baseline with fewer seeds than planned
     assert claims.claim_against(runs, ("lora_r1",), ("g1",))[1].startswith("MRPC: pending")
+
+
+def test_claim_time_from_the_quiet_whole_runs(claims, tmp_path):
+    assert claims.claim_time(tmp_path)[1] == "pending"
+    result = {
+        "steps": 345,
+        "command": "python benchmarks/time_claim.py --steps 345 --threads 2",
+        "runs": {"aroma": {"steps": 300}},
+        "aroma_share": {"lora_r8": 0.78, "adalora": 0.9},
+        "paper_share": {"lora_r8": 0.76, "adalora": 0.285},
+    }
+    (tmp_path / "mrpc-345steps.json").write_text(json.dumps(result))
+    text, verdict = claims.claim_time(tmp_path)
+    assert "78% of LoRA r=8's (paper 76.0%), 90% of AdaLoRA r=8's (paper 28.5%)" in text
+    assert "(AROMA ran 300)" in text and "mrpc-345steps.md" in text
+    assert verdict == "LoRA r=8: confirmed; AdaLoRA r=8: faster, by less (the share: refuted at this scale)"
+
+
+def test_early_stopping_replays_the_trainers_rule(claims):
+    trajectory = [
+        {"step": 100 * (i + 1), "select": s, "report": s - 0.01}
+        for i, s in enumerate([0.7, 0.8, 0.79, 0.8, 0.78])
+    ]
+    run = record("lora_r8", 0, 0.8, trajectory=trajectory)
+    assert claims.early_stop_at(run, 2) == {"step": 400, "report": pytest.approx(79.0)}  # 0.79, 0.8 <= 0.8
+    assert claims.early_stop_at(run, 3) is None  # the last evaluation is the run's own end
+    assert "| `mrpc-lora_r8-s0` | 1500 | 80.0 (700) | 79.0 | never | never |" in claims.early_stop_rows([run])

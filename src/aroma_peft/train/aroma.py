@@ -76,6 +76,10 @@ class AromaRecipe(AdapterRecipe):
     def finished(self) -> bool:
         return self.controller.finished
 
+    def stop(self) -> bool:
+        self.controller.finish_all()
+        return True  # a live piece below eps_out was discarded, as at the planned end
+
     def ranks(self) -> dict[str, int]:
         return self.controller.ranks()  # pieces kept (the paper's rank), not the live piece
 

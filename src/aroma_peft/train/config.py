@@ -111,6 +111,18 @@ class TrainConfig:
             "0: only at a non-finite loss or gradient."
         },
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once the main metric (on the selection half with dev_split halves) has not beaten "
+            "its best by more than early_stopping_threshold in this many evaluations; AROMA then takes "
+            "every module's final decision. Default: off (train the planned steps)."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={"help": "The improvement of the main metric that resets early stopping's patience."},
+    )
     max_grad_norm: float | None = field(
         default=None, metadata={"help": "Clip the gradient norm to this value; default: no clipping."}
     )
@@ -154,6 +166,7 @@ class TrainConfig:
         problems = []
         positive = ("batch_size", "eval_batch_size", "max_seq_len", "max_steps", "eval_every")
         positive += ("max_train_samples", "max_eval_samples", "threads", "keep_checkpoints")
+        positive += ("early_stopping_patience",)
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -164,6 +177,10 @@ class TrainConfig:
             problems.append(f"save_every={self.save_every!r}: use a number of steps >= 1, or 0 for none")
         if not (self.divergence_factor == 0 or self.divergence_factor > 1):
             problems.append(f"divergence_factor={self.divergence_factor!r}: use a factor > 1, or 0 for none")
+        if not self.early_stopping_threshold >= 0:
+            problems.append(
+                f"early_stopping_threshold={self.early_stopping_threshold!r}: use an improvement >= 0"
+            )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm={self.max_grad_norm!r}: use a positive norm (or none)")
         choices = (("lr_schedule", LR_SCHEDULES), ("dev_split", DEV_SPLITS), ("eval_mode", EVAL_MODES))

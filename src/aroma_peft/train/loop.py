@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ from . import batches, checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
 from .evals import dev_halves, evaluate_and_log, evaluate_stage
 from .recipe import Recipe, get_recipe
-from .results import delta_rank_stats, finish_diverged, machine, summarize, warn_if_machine_differs
+from .results import (
+    delta_rank_stats,
+    early_stop_reason,
+    finish_diverged,
+    machine,
+    summarize,
+    warn_if_machine_differs,
+)
 from .summary import run_summary
 
 MEMORIZATION_EXAMPLES = 1000  # SoRA's study: the metric on 1,000 training examples
@@ -69,6 +77,8 @@ class Progress:
     log_offset: int = 0
     first_loss: float | None = None
     diverged: str | None = None
+    stop_reason: str | None = None  # early stopping's, once it has stopped the run
+    stop_changed_model: bool = False  # the method's last decisions at the stop changed the function
 
     def loss_limit(self, factor: float) -> float:
         """Losses above this mean the run blew up (``divergence_factor`` x the first loss, at least 1)."""
@@ -155,7 +165,12 @@ def _train(
     last_save = time.time()
     bar = tqdm(total=total_steps, initial=progress.step, disable=quiet, dynamic_ncols=True, file=sys.stderr)
     model.train()
-    while progress.step < total_steps and not recipe.finished and not progress.diverged:
+    while (
+        progress.step < total_steps
+        and not recipe.finished
+        and not progress.diverged
+        and not progress.stop_reason
+    ):
         generator.set_state(progress.order_state)
         order = batches.train_order(lengths, config.batch_size, generator, config.group_by_length)
         for position in range(progress.batch_index, len(order)):
@@ -228,6 +243,8 @@ def _train(
                     evaluate_and_log(model, task, eval_items, config, step, writer, say, group, halves)
                 )
                 model.train()
+                if not done and early_stop(progress, recipe, config, task, writer, say):
+                    break
             if group.main and not done and save_due(config.save_every, step, last_save):
                 progress.log_offset = writer.log_offset()
                 progress.wall_time += time.time() - session_start
@@ -237,7 +254,7 @@ def _train(
     bar.close()
     if progress.diverged:
         return finish_diverged(task, config, progress, writer)
-    if not progress.evals or progress.evals[-1]["step"] != progress.step:
+    if not progress.evals or progress.evals[-1]["step"] != progress.step or progress.stop_changed_model:
         progress.evals.append(
             evaluate_and_log(model, task, eval_items, config, progress.step, writer, say, group, halves)
         )
@@ -265,7 +282,10 @@ def _train(
         "head_params": head_params,
         "total_rank_end": sum(recipe.ranks().values()) if recipe.ranks() else None,
     }
-    result["stopped_early"] = recipe.finished and progress.step < total_steps
+    result["stopped_early"] = progress.step < total_steps
+    result["stop_reason"] = progress.stop_reason or (
+        f"{config.method}: every adapted module finished" if progress.step < total_steps else None
+    )
     result |= recipe.summary()
     if progress.stages:
         result["stages"] = summarize_stages(progress.stages, higher_is_better=True)
@@ -333,6 +353,31 @@ class LossOutput(ModelOutput):
     """A model output holding the loss (DDP finds the tensors of a ModelOutput, not of any object)."""
 
     loss: torch.Tensor | None = None
+
+
+def early_stop(
+    progress: Progress,
+    recipe: Recipe,
+    config: TrainConfig,
+    task: Task,
+    writer: outputs.RunWriter,
+    say: Callable[[str], None],
+) -> bool:
+    """Early stopping after an evaluation: records why, lets the method end its training (AROMA's final
+    decisions), and returns True when the run stops here."""
+    reason = early_stop_reason(
+        progress.evals, task.main_metric, config.early_stopping_patience, config.early_stopping_threshold
+    )
+    if reason is None:
+        return False
+    progress.stop_reason, progress.stop_changed_model = reason, recipe.stop()
+    record = {"type": "stop", "step": progress.step, "reason": reason}
+    new_events = recipe.events()[progress.n_events :]  # e.g. AROMA's final merges and finishes
+    if new_events:
+        record["events"], progress.n_events = new_events, progress.n_events + len(new_events)
+    writer.log(record)
+    say(f"step {progress.step}: {reason}")
+    return True
 
 
 def save_due(save_every: int | None, step: int, last_save: float) -> bool:

@@ -84,6 +84,11 @@ class Recipe:
         """True when the method has nothing left to train (AROMA stops on its own)."""
         return False
 
+    def stop(self) -> bool:
+        """Training ends before its planned steps (early stopping). Whether the model's function changed
+        (then the loop evaluates it again)."""
+        return False
+
     def ranks(self) -> dict[str, int]:
         """Rank of each adapted module ({} for full fine-tuning)."""
         return {}

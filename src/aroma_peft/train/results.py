@@ -54,11 +54,34 @@ def selected(evals: list[dict[str, Any]], main: str) -> dict[str, Any]:
     half (the first such, so a later tie never wins), and at the last evaluation."""
     if "select" not in evals[-1]:
         return {}
-    chosen = max(evals, key=lambda e: e["select"][main])
+    chosen = max(evals, key=lambda e: selection_score(e, main))
     return {
         "selected": chosen["report"] | {"step": chosen["step"], "selection": chosen["select"][main]},
         "final_report": evals[-1]["report"] | {"step": evals[-1]["step"]},
     }
+
+
+def selection_score(record: dict[str, Any], main: str) -> float:
+    """The main metric an evaluation is chosen on: the selection half's, else the whole dev set's."""
+    return record["select"][main] if "select" in record else record["metrics"][main]
+
+
+def early_stop_reason(
+    evals: list[dict[str, Any]], main: str, patience: int | None, threshold: float
+) -> str | None:
+    """Why training should stop now (early stopping), or None: the last ``patience`` evaluations did
+    not beat the best before them by more than ``threshold``."""
+    if patience is None or len(evals) <= patience:
+        return None
+    scores = [selection_score(e, main) for e in evals]
+    best = max(range(len(scores) - patience), key=scores.__getitem__)
+    if max(scores[-patience:]) > scores[best] + threshold:
+        return None
+    where = "the selection half" if "select" in evals[-1] else "dev"
+    return (
+        f"early stopping: {main} on {where} has not beaten {scores[best]:.4f} (step {evals[best]['step']}) "
+        f"in {patience} evaluation{'s' if patience > 1 else ''}"
+    )
 
 
 def finish_diverged(task, config, progress, writer) -> dict[str, Any]:  # noqa: ANN001

@@ -121,6 +121,14 @@ class AromaController:
         if self.scheduler is None:
             self._apply_lr()
 
+    def finish_all(self) -> None:
+        """End every module now (training stops before ``max_steps``, e.g. early stopping): each live
+        piece takes the final decision it would take at the planned end, so the run ends with zero
+        trainable parameters."""
+        active = [n for n, layer in self.layers.items() if not layer.is_finished]
+        if active:
+            self._end_pieces(active, final=True)
+
     def lr_multiplier(self, group_index: int) -> float:
         """Warmup and per-piece re-warmup factor of a param group for the next optimizer step."""
         modules = self.group_modules[group_index]
