@@ -250,6 +250,30 @@ def test_the_trainers_max_steps_ends_every_module(tmp_path) -> None:
     assert {e["step"] for e in ctl.events} == {10}
 
 
+def test_a_trainer_stopping_early_ends_every_module(tmp_path) -> None:
+    """Another callback (e.g. transformers' EarlyStoppingCallback) ends training before T: the modules
+    take their final decision at the end of training, as at T."""
+
+    class StopAtThree(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            control.should_training_stop = state.global_step == 3
+
+    model = adapt(tiny_bert(), aroma_config(t_in=100))
+    callback = AromaCallback()
+    trainer = Trainer(
+        model=model,
+        args=args(tmp_path, max_steps=10),
+        train_dataset=Pairs(),
+        callbacks=[callback, StopAtThree()],
+    )
+    trainer.train()
+    ctl = callback.controller
+    assert trainer.state.global_step == 3 and ctl.finished
+    assert {(e["step"], e["event"]) for e in ctl.events} == {(3, "finish")}
+    assert set(ctl.ranks().values()) == {1}  # eps_out=0: every live piece was kept (merged)
+    assert model.num_trainable_parameters(include_saved_modules=False) == 0
+
+
 def test_the_configs_max_steps_wins_over_the_trainers(tmp_path) -> None:
     model = adapt(tiny_bert(), aroma_config(t_in=100, max_steps=6))
     callback = AromaCallback()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
 from .tuners.callback import ControllerCallback
 
 
@@ -26,3 +28,11 @@ class AromaCallback(ControllerCallback):
 
         max_steps = model.config.max_steps or self.max_steps  # the config's own T wins
         return AromaController(model, optimizer, lr_scheduler, max_steps=max_steps)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ):
+        """Training that ends before T (e.g. transformers' ``EarlyStoppingCallback``): every module takes
+        its final decision now, as it would at T, so the model ends with zero trainable parameters."""
+        if self.controller is not None and not self.controller.finished:
+            self.controller.finish_all()
