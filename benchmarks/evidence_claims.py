@@ -364,24 +364,33 @@ def stop_rows(records: Records) -> tuple[str, list[tuple[str, str, str]]]:
                 verdicts.append((task, family, pending_text([i for i, r in zip(ids, pair) if r is None])))
                 continue
             s1, s2 = stop_step(pair[0])[0], stop_step(pair[1])[0]
-            moves = s2 - s1 > STOP_MOVE
             gap = best_report(pair[1]) - score(pair[1], "final_report")
-            if moves:
-                verdict = f"the stop moves with the planned total ({s1} -> {s2})"
-            elif spread is None:
-                verdict = f"the stop stays ({s1} -> {s2}); final vs best: pending (needs AROMA's seeds)"
-            elif gap <= spread:
-                verdict = (
-                    f"right: the stop stays ({s1} -> {s2}) and the final metric is within the seed "
-                    "spread of the best"
-                )
-            else:
-                verdict = (
-                    f"the stop stays ({s1} -> {s2}) but the final metric is {gap:.1f} below the best "
-                    f"(spread {spread:.1f})"
-                )
-            verdicts.append((task, family, verdict))
+            verdicts.append((task, family, stop_verdict(s1, s2, gap, spread)))
+            # the same pair under early stopping (replayed): a stop that follows the held-out metric
+            stops = [early_stop_at(r, EARLY_STOP_PATIENCE[0]) for r in pair]
+            if None not in stops:
+                s1, s2 = stops[0]["step"], stops[1]["step"]
+                gap = best_report(pair[1]) - stops[1]["report"]
+                name = f"{family} + early stopping (patience {EARLY_STOP_PATIENCE[0]}, replayed)"
+                verdicts.append((task, name, stop_verdict(s1, s2, gap, spread)))
     return "\n".join(rows) + "\n", verdicts
+
+
+def stop_verdict(s1: int, s2: int, gap: float, spread: float | None) -> str:
+    """The stop question's verdict on one pair: stop steps with the planned total and twice it, and how
+    far the longer run's metric at its end lies below its best evaluation."""
+    if s2 - s1 > STOP_MOVE:
+        return f"the stop moves with the planned total ({s1} -> {s2})"
+    if spread is None:
+        return f"the stop stays ({s1} -> {s2}); final vs best: pending (needs AROMA's seeds)"
+    if gap <= spread:
+        return (
+            f"right: the stop stays ({s1} -> {s2}) and the final metric is within the seed spread of the best"
+        )
+    return (
+        f"the stop stays ({s1} -> {s2}) but the final metric is {gap:.1f} below the best "
+        f"(spread {spread:.1f})"
+    )
 
 
 def early_stop_at(record: dict[str, Any], patience: int) -> dict[str, Any] | None:

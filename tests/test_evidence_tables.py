@@ -170,6 +170,31 @@ def test_stop_verdict_moves_or_stays(claims):
     assert verdict == "confirmed for: outer criterion per unit of lr"
 
 
+def test_stop_verdict_under_early_stopping_replays_the_pair(claims):
+    def run(variant: str, planned: int, selects: list[float]) -> dict:
+        trajectory = [{"step": 100 * (i + 1), "select": v, "report": v} for i, v in enumerate(selects)]
+        return record(
+            "aroma",
+            0,
+            0.8,
+            variant=variant,
+            planned_steps=planned,
+            trajectory=trajectory,
+            id=f"mrpc-aroma-{variant}-s0",
+            finish_steps=[planned] * 36,
+        )
+
+    short = run("constlr", 1500, [0.7, 0.8, 0.79, 0.78, 0.77, 0.8])
+    long = run("constlr-steps3000", 3000, [0.7, 0.75, 0.8, 0.79, 0.78, 0.77, 0.85])
+    spread = seeds("aroma", (0.78, 0.80, 0.82))
+    found = {(t, f): v for t, f, v in claims.stop_rows(spread + [short, long])[1]}
+    assert found[("mrpc", "constant lr")] == "the stop moves with the planned total (1500 -> 3000)"
+    # patience 3: stops at 500 and at 600; the longer run's report there is 77.0 against its best 85.0
+    assert found[("mrpc", "constant lr + early stopping (patience 3, replayed)")] == (
+        "the stop stays (500 -> 600) but the final metric is 8.0 below the best (spread 2.0)"
+    )
+
+
 def test_tables_script_rewrites_generated_blocks_and_draws_figures(tables, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
