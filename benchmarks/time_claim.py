@@ -85,7 +85,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Whole training runs, {TASK.upper()}, {result['steps']} planned steps of batch 32 (MiniLM, the "
         f"evidence plan's settings, seed 0), one method after another with nothing else running; "
         f"{machine['cpu']}, {machine['cpu_count']} cores, {machine['torch_threads']} torch threads, "
-        f"torch {machine['torch']}.",
+        f"torch {machine['torch']}. A 2-thread run alone holds the load average near 2; the figure "
+        "before a run still carries the decay of the run before it.",
         "",
         f"Command: `{result['command']}`",
         "",
