@@ -263,3 +263,22 @@ def test_early_stopping_replays_the_trainers_rule(claims):
     assert claims.early_stop_at(run, 2) == {"step": 400, "report": pytest.approx(79.0)}  # 0.79, 0.8 <= 0.8
     assert claims.early_stop_at(run, 3) is None  # the last evaluation is the run's own end
     assert "| `mrpc-lora_r8-s0` | 1500 | 80.0 (700) | 79.0 | never | never |" in claims.early_stop_rows([run])
+
+
+def test_time_claim_shares_and_table(tables):
+    timing = load_script("time_claim")
+    row = {
+        "steps": 345,
+        "stopped_early": False,
+        "train_time_s": 300.0,
+        "time_per_epoch_s": 100.0,
+        "time_per_step_s": 0.87,
+        "final": {"accuracy": 0.73},
+        "load_average": {"before": [0.5, 0, 0], "after": [2.0, 0, 0]},
+        "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 2, "torch": "2.13.0+cpu"},
+    }
+    rows = {"aroma": row, "lora_r8": row | {"train_time_s": 400.0}, "adalora": row | {"train_time_s": 600.0}}
+    assert timing.shares(rows) == {"lora_r8": 0.75, "adalora": 0.5}
+    result = {"steps": 345, "command": "python benchmarks/time_claim.py", "runs": rows}
+    table = timing.markdown(result | {"aroma_share": timing.shares(rows)})
+    assert "| LoRA r=8 | 345 (no) | 400 | 100.0 | 0.870 | 75% | 76.0% | 0.50 / 2.00 | 73.0 |" in table
