@@ -32,7 +32,10 @@ class AromaCallback(ControllerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ):
-        """Training that ends before T (e.g. transformers' ``EarlyStoppingCallback``): every module takes
-        its final decision now, as it would at T, so the model ends with zero trainable parameters."""
-        if self.controller is not None and not self.controller.finished:
+        """Another callback ended training before the Trainer's ``max_steps`` (e.g. transformers'
+        ``EarlyStoppingCallback``): every module takes its final decision now, as it would at T, so the
+        model ends with zero trainable parameters. (A run that reaches ``max_steps`` short of a larger
+        ``AromaConfig.max_steps`` keeps its live pieces, as that config asks.)"""
+        stopped_early = state.max_steps > 0 and state.global_step < state.max_steps
+        if stopped_early and self.controller is not None and not self.controller.finished:
             self.controller.finish_all()
