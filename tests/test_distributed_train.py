@@ -70,8 +70,9 @@ def assert_same_log(one: Path, two: Path) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.keys() == y.keys() and x["type"] == y["type"] and x["step"] == y["step"]
-        if x["type"] == "train":
-            assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        if x["type"] in ("train", "stop"):  # a stop record carries the final decisions' events
+            if "loss" in x:
+                assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
             for ex, ey in zip(x.get("events", []), y.get("events", [])):
                 assert ex["ratio"] == pytest.approx(ey["ratio"], rel=1e-5)  # a float the decision compares
             assert exact(x) == exact(y)  # lr, parameters, ranks, every merge / finish and its step
@@ -99,6 +100,17 @@ def test_two_processes_equal_one(tiny, tmp_path):
     events = [e for r in log_records(one) for e in r.get("events", [])]
     assert {e["event"] for e in events} == {"merge", "finish"}  # modules finish mid-run (DDP copes)
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # rank 0 only
+
+
+def test_early_stopping_stops_every_process_at_the_same_evaluation(tiny, tmp_path):
+    paths = ["--model", str(tiny["model"]), "--data-dir", str(tiny["data"])]
+    stalled = ["--lr", "1e-9", "--early-stopping-patience", "1", "--t-in", "100", "--check-interval", "100"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*ARGS, *paths, *stalled, "--output-dir", str(one)]) == 0
+    assert two_processes([*ARGS, *paths, *stalled, "--output-dir", str(two)]) == [0, 0]
+    assert_same_run(one, two)  # the same stop step and final decisions on both processes
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["stop_reason"].startswith("early stopping") and metrics["adapter_params"]["end"] == 0
 
 
 def test_global_batch_must_split_evenly(tiny, tmp_path):
