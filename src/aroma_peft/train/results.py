@@ -77,7 +77,7 @@ def early_stop_reason(
     best = max(range(len(scores) - patience), key=scores.__getitem__)
     if max(scores[-patience:]) > scores[best] + threshold:
         return None
-    where = "the selection half" if "select" in evals[-1] else "dev"
+    where = "the selection half" if "select" in evals[-1] else "the evaluation sets"
     return (
         f"early stopping: {main} on {where} has not beaten {scores[best]:.4f} (step {evals[best]['step']}) "
         f"in {patience} evaluation{'s' if patience > 1 else ''}"
