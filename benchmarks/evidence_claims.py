@@ -546,10 +546,11 @@ KNOBS = {  # knob -> (variants of the plan, what the method's mechanics imply: r
         ("eps_out2.5e-3", "eps_out1e-2"),
         "a module finishes when a new piece is smaller than eps_out relative to the weight; a "
         "piece's size scales with the lr it was trained with (Adam), so under a decaying lr "
-        "eps_out also decides how far into the decay the modules stop; without the decay "
-        "(`--lr-schedule constant` or `--outer-criterion lr`) MRPC's pieces stayed at 2-7x the "
+        "eps_out also decides how far into the decay the modules stop (measured in the stop "
+        "question: without the decay, `--lr-schedule constant` or `--outer-criterion lr`, MRPC's "
+        "pieces stayed at 2-7x the "
         "default 5e-3 for 3,000 steps and no module stopped, so to end a run where it stops "
-        "improving use `--early-stopping-patience` (docs/reproduction.md, the stop question)",
+        "improving use `--early-stopping-patience`)",
     ),
     "t_in": (
         ("t_in100", "t_in400"),
