@@ -78,7 +78,7 @@ class AromaRecipe(AdapterRecipe):
 
     def stop(self) -> bool:
         self.controller.finish_all()
-        return True  # a live piece below eps_out was discarded, as at the planned end
+        return True  # a live piece below eps_out may have been discarded (as at the planned end)
 
     def ranks(self) -> dict[str, int]:
         return self.controller.ranks()  # pieces kept (the paper's rank), not the live piece
