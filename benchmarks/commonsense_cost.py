@@ -33,8 +33,7 @@ SETS = ("ARC-Easy", "BoolQ")
 
 def measure_train(method: str, options: dict, data_dir: Path, steps: int, batch: int, cutoff: int) -> dict:
     """Seconds per optimizer step of a short ``aroma train`` run (the first step is a warm-up)."""
-    from aroma_peft.train import RECIPES, get_recipe, loop, train
-    from aroma_peft.train.config import split_options
+    from aroma_peft.train import loop, run_settings, train
 
     times: list[float] = []
     cpu: list[float] = []  # process CPU seconds (all threads): what a core-hour budget counts
@@ -64,10 +63,7 @@ def measure_train(method: str, options: dict, data_dir: Path, steps: int, batch:
             "max_eval_samples": 1,  # the run's final test evaluation: one item
             "quiet": True,
         } | options
-        recipe = get_recipe(method)
-        config, opts = split_options(
-            values, recipe.Options, method, {n: r.Options for n, r in RECIPES.items()}
-        )
+        config, opts = run_settings(values)
         start = time.perf_counter()
         metrics = train(config, opts, overwrite=True)
         end = time.perf_counter()

@@ -169,9 +169,9 @@ def status(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path) -> str:
 
 def train_run(run: Run, out: Path, data_dir: Path, threads: int | None, model: str | None) -> None:
     """Train, resume or leave alone (finished) the run's training."""
-    from aroma_peft.train import RECIPES, get_recipe, train
+    from aroma_peft.train import get_recipe, run_settings, train
     from aroma_peft.train.checkpoint import latest
-    from aroma_peft.train.config import read_config_file, resume_values, split_options
+    from aroma_peft.train.config import read_config_file, resume_values
 
     if run.method is None or (out / "metrics.json").is_file():
         return
@@ -180,9 +180,7 @@ def train_run(run: Run, out: Path, data_dir: Path, threads: int | None, model: s
     resume = latest(out) is not None
     if resume:  # refuses (one line) a plan whose settings changed since the run started
         values = resume_values(read_config_file(out / "config.json"), values, recipe.Options)
-    config, options = split_options(
-        values, recipe.Options, recipe.name, {n: r.Options for n, r in RECIPES.items()}
-    )
+    config, options = run_settings(values)
     print(f"{'resume' if resume else 'train'} {run.id} -> {out}", flush=True)
     train(config, options, overwrite=out.exists() and not resume, resume=resume)
 

@@ -180,9 +180,9 @@ def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
 def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads: int | None) -> dict | None:
     """Train (or resume, or only collect) one run; its result record, or None when it cannot run."""
     from aroma_peft.errors import UserInputError
-    from aroma_peft.train import RECIPES, get_recipe, train
+    from aroma_peft.train import get_recipe, run_settings, train
     from aroma_peft.train.checkpoint import latest
-    from aroma_peft.train.config import read_config_file, resume_values, split_options
+    from aroma_peft.train.config import read_config_file, resume_values
 
     out = runs_dir / run.id
     values = run.values(out, data_dir, threads)
@@ -192,8 +192,7 @@ def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads
     try:
         if resume:  # refuses (one line) a plan whose settings changed since the run started
             values = resume_values(read_config_file(out / "config.json"), values, recipe.Options)
-        others = {name: r.Options for name, r in RECIPES.items()}
-        config, options = split_options(values, recipe.Options, recipe.name, others)
+        config, options = run_settings(values)
         if not finished:
             print(f"{'resume' if resume else 'run'} {run.id} -> {out}", flush=True)
             train(config, options, overwrite=out.exists() and not resume, resume=resume)

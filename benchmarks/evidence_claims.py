@@ -280,8 +280,7 @@ def claim_time(results: Path = TIME_RESULTS) -> tuple[str, str]:
         f"MRPC, {result['steps']} planned steps per method (AROMA ran {runs['steps']}), whole runs "
         f"one after another on a quiet machine: AROMA's training time is {', '.join(parts)} "
         f"([table](../benchmarks/results/time/{found[-1].stem}.md), `{result['command']}`); per step "
-        "while every module "
-        "trains: the README's speed table"
+        "while every module trains: the README's speed table"
     )
     return text, "; ".join(verdicts)
 
@@ -548,9 +547,8 @@ KNOBS = {  # knob -> (variants of the plan, what the method's mechanics imply: r
         "piece's size scales with the lr it was trained with (Adam), so under a decaying lr "
         "eps_out also decides how far into the decay the modules stop (measured in the stop "
         "question: without the decay, `--lr-schedule constant` or `--outer-criterion lr`, MRPC's "
-        "pieces stayed at 2-7x the "
-        "default 5e-3 for 3,000 steps and no module stopped, so to end a run where it stops "
-        "improving use `--early-stopping-patience`)",
+        "pieces stayed at 2-7x the default 5e-3 for 3,000 steps and no module stopped, so to end a "
+        "run where it stops improving use `--early-stopping-patience`)",
     ),
     "t_in": (
         ("t_in100", "t_in400"),

@@ -37,18 +37,14 @@ TASK = "mrpc"
 def time_run(label: str, steps: int, threads: int, runs_dir: Path, overwrite: bool) -> dict[str, Any]:
     """Train one method (or reuse its finished run) and return its timing record."""
     from aroma_peft.io import read_json, write_json
-    from aroma_peft.train import RECIPES, get_recipe, train
-    from aroma_peft.train.config import split_options
+    from aroma_peft.train import run_settings, train
     from aroma_peft.train.outputs import read_run
 
     run = Run("time", TASK, label, changes={"max_steps": steps, "eval_every": steps})
     out, load_file = runs_dir / label, runs_dir / f"{label}.load.json"
     if overwrite or not (out / "metrics.json").is_file():
         before = os.getloadavg()
-        recipe = get_recipe(run.method)
-        others = {name: r.Options for name, r in RECIPES.items()}
-        values = run.values(out, DATA, threads) | {"quiet": False}
-        config, options = split_options(values, recipe.Options, recipe.name, others)
+        config, options = run_settings(run.values(out, DATA, threads) | {"quiet": False})
         print(f"{label}: {steps} steps -> {out} (load average {before[0]:.2f})", flush=True)
         train(config, options, overwrite=out.exists())
         write_json(load_file, {"before": list(before), "after": list(os.getloadavg())})

@@ -129,14 +129,12 @@ def test_tables_and_curves_from_the_results(
 
 def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
     """A misspelt option fails here, not hours into the plan."""
-    from aroma_peft.train import RECIPES, get_recipe
-    from aroma_peft.train.config import split_options
+    from aroma_peft.train import run_settings
 
     table = load_table(monkeypatch)
-    others = {n: r.Options for n, r in RECIPES.items()}
     for run in table.plan():
         if run.method is None:
             continue
         values = run.values(tmp_path / run.id, tmp_path, threads=1, model=None)
-        config, _ = split_options(values, get_recipe(run.method).Options, run.method, others)
+        config, _ = run_settings(values)
         assert config.max_seq_len == 256 and config.batch_size == 8 and config.lr == run.learning_rate

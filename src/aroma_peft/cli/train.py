@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from ..train.config import TrainConfig, field_types, read_config_file, resume_settings, split_options
+from ..train.config import TrainConfig, field_types, read_config_file, resume_settings
 
 GIVEN = argparse.SUPPRESS  # only flags the user gives reach the config (file values stay otherwise)
 
@@ -72,7 +72,7 @@ def with_default(f: dataclasses.Field) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from ..allocator import keep_freed_memory
-    from ..train import RECIPES, get_recipe, train
+    from ..train import RECIPES, run_settings, train
 
     keep_freed_memory()  # no page faults re-mapping each step's activations (allocator.py)
     values = read_config_file(args.config) if args.config else {}
@@ -81,13 +81,11 @@ def run(args: argparse.Namespace) -> None:
     }
     if args.resume:
         values = resume_settings(values, overwrite=args.overwrite)
-    recipe = get_recipe(str(values.get("method") or "")) if values.get("method") else None
-    if recipe is None:
+    if not values.get("method"):
         from ..errors import UserInputError
 
         raise UserInputError(f"--method is required: one of {', '.join(RECIPES)}")
-    others = {name: r.Options for name, r in RECIPES.items()}
-    config, options = split_options(values, recipe.Options, recipe.name, others)
+    config, options = run_settings(values)
     result = train(config, options, overwrite=args.overwrite, resume=args.resume)
     if result.get("diverged"):
         print(

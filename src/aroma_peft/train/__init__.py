@@ -9,9 +9,9 @@ import pkgutil
 
 from .config import TrainConfig
 from .loop import train
-from .recipe import RECIPES, Recipe, get_recipe
+from .recipe import RECIPES, Recipe, get_recipe, run_settings
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["RECIPES", "Recipe", "TrainConfig", "get_recipe", "train"]
+__all__ = ["RECIPES", "Recipe", "TrainConfig", "get_recipe", "run_settings", "train"]

@@ -210,9 +210,7 @@ def _train(
             }
             if ranks != progress.last_ranks:  # per-module ranks only when they change (the log stays small)
                 record["ranks"], progress.last_ranks = ranks, ranks
-            new_events = recipe.events()[progress.n_events :]
-            if new_events:
-                record["events"], progress.n_events = new_events, progress.n_events + len(new_events)
+            new_events = take_new_events(progress, recipe, record)
             writer.log(record)
             checkpoint.kill_point(f"step:{step}")
             for event in (e for e in new_events if e["event"] == "stage_end"):
@@ -372,12 +370,18 @@ def early_stop(
         return False
     progress.stop_reason, progress.stop_changed_model = reason, recipe.stop()
     record = {"type": "stop", "step": progress.step, "reason": reason}
-    new_events = recipe.events()[progress.n_events :]  # e.g. AROMA's final merges and finishes
-    if new_events:
-        record["events"], progress.n_events = new_events, progress.n_events + len(new_events)
+    take_new_events(progress, recipe, record)  # e.g. AROMA's final merges and finishes
     writer.log(record)
     say(f"step {progress.step}: {reason}")
     return True
+
+
+def take_new_events(progress: Progress, recipe: Recipe, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The method's events since the last logged record, put on ``record`` (and counted as logged)."""
+    new_events = recipe.events()[progress.n_events :]
+    if new_events:
+        record["events"], progress.n_events = new_events, progress.n_events + len(new_events)
+    return new_events
 
 
 def save_due(save_every: int | None, step: int, last_save: float) -> bool:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from .config import TrainConfig
+from .config import TrainConfig, split_options
 
 RECIPES: dict[str, type[Recipe]] = {}
 ADAPTER = "adapter"  # a run's sub-folder holding the trained adapter
@@ -252,6 +252,13 @@ def get_recipe(name: str) -> type[Recipe]:
     if name not in RECIPES:
         raise UserInputError(f"unknown method {name!r}: expected one of {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
+
+
+def run_settings(values: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """One flat mapping of `aroma train` settings (``method`` included) as the TrainConfig and the
+    method's options; an option of another method is named as such."""
+    recipe = get_recipe(str(values.get("method") or ""))
+    return split_options(values, recipe.Options, recipe.name, {n: r.Options for n, r in RECIPES.items()})
 
 
 def block_linears(model: nn.Module) -> list[str]:
