@@ -60,6 +60,7 @@ def test_short_batches_through_large_layers_do_not_fold() -> None:
     assert not folds(torch.empty(2, 128, 576), torch.empty(192, 576))  # k_proj / v_proj
     assert folds(torch.empty(32, 128, 384), minilm_up)
     assert folds(torch.empty(32, 128, 1536), minilm_up.t())
+    assert not folds(torch.empty(8, 96, 576), torch.empty(576, 576))  # SmolLM2 q_proj, commonsense batch
 
 
 def test_dropout_path_is_base_plus_scaled_branch() -> None:

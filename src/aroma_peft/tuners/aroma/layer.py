@@ -104,9 +104,14 @@ def folds(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether to fold the live piece into W for this call: the fold copies W (``m n``, twice per step),
     the unfolded path adds ``tokens (m + n)`` to the outputs and input gradients. Large batches of a
     small layer fold (MiniLM at 32 x 128); short batches through large layers do not (SmolLM2 at
-    2 x 128, where folding copied 550 MB per step)."""
+    2 x 128, where folding copied 550 MB per step). The factor 4 is measured, not derived: a copy of W
+    costs more than its size says (``benchmarks/speed/module_overhead.py``; at 2 the 768-token batches of
+    SmolLM2 folded q, k and v and were 5-8% slower per module than unfolded)."""
     m, n = weight.shape
-    return x.numel() // n * (m + n) > 2 * m * n
+    return x.numel() // n * (m + n) > FOLD_FACTOR * m * n
+
+
+FOLD_FACTOR = 4
 
 
 def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
