@@ -246,6 +246,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "final_report": metrics.get("final_report"),
         "trainable_params": metrics["trainable_params"],
         "adapter_params": metrics["adapter_params"],
+        "adapter_params_pruned": metrics.get("adapter_params_pruned"),  # SoRA: the compact LoRA it ships
         "head_params": metrics["head_params"],
         "total_rank_end": metrics.get("total_rank_end"),
         "rank_sum": sum(m["rank"] for m in ranks),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evidence import RESETS, SENSITIVITY, STOP, STOP_LR, plan
-from evidence_tables import by_cell, count, difference, fmt, is_default, score
+from evidence_tables import by_cell, count, difference, fmt, is_default, param_columns, score
 from time_claim import PAPER as PAPER_TIME_SHARE
 from time_claim import RESULTS as TIME_RESULTS
 
@@ -127,10 +127,15 @@ def claim_beats(records: Records, a: str, b: str, groups: tuple[str, ...] = ("g1
 
 
 def param_share(records: Records, label: str, key: str = "mean") -> dict[str, float]:
-    """Per task: the method's mean adapter parameters (``key``) over LoRA r=8's."""
+    """Per task: the method's mean adapter parameters (``key`` of ``adapter_params``, or ``pruned``:
+    SoRA's compact LoRA after pruning) over LoRA r=8's."""
     cells, shares = by_cell(records), {}
     for task in TASKS:
-        ours = [r["adapter_params"][key] for r in cells.get((task, label), []) if not r.get("diverged")]
+        ours = [
+            r["adapter_params_pruned"] if key == "pruned" else r["adapter_params"][key]
+            for r in cells.get((task, label), [])
+            if not r.get("diverged")
+        ]
         lora = [
             r["adapter_params"]["mean"] for r in cells.get((task, "lora_r8"), []) if not r.get("diverged")
         ]
@@ -309,7 +314,7 @@ def claim_trajectory(records: Records) -> tuple[str, str]:
 
 def claim_sora(records: Records) -> tuple[str, str]:
     text, verdict = claim_beats(records, "sora", "lora_r8")
-    shares = param_share(records, "sora", "end")
+    shares = param_share(records, "sora", "pruned")
     if shares:
         text += "; SoRA's pruned parameters: " + ", ".join(
             f"{TASK_NAMES[t]} {100 * s:.0f}% of LoRA r=8's" for t, s in shares.items()
@@ -518,10 +523,7 @@ def readme_table(records: Records) -> str:
                 continue
             vs = compare(records, task, label, "lora_r8") if label != "lora_r8" else None
             vs_text = f"{vs[0].split(' (')[0]} ({vs[1]})" if vs else ""
-            params = " / ".join(
-                count(statistics.fmean(r["adapter_params"][k] for r in runs))
-                for k in ("start", "mean", "end")
-            )
+            params = " / ".join(param_columns(runs))
             ranks = [r["total_rank_end"] for r in runs if r.get("total_rank_end") is not None]
             rows.append(
                 f"| {task} | {NAMES[label]} | {len(runs)} | {fmt([score(r) for r in runs])} | {vs_text} | "

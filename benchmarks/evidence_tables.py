@@ -79,6 +79,18 @@ def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[st
     return cells
 
 
+def param_columns(runs: list[dict[str, Any]]) -> list[str]:
+    """Mean adapter parameters initial / mean / end over runs; SoRA's end is the compact LoRA of its
+    non-zero gates, which is what it ships."""
+    if not runs:
+        return [count(None)] * 3
+    params = [count(statistics.fmean(r["adapter_params"][k] for r in runs)) for k in ("start", "mean", "end")]
+    pruned = [r["adapter_params_pruned"] for r in runs if r.get("adapter_params_pruned") is not None]
+    if pruned:
+        params[2] = f"{count(statistics.fmean(pruned))} (pruned)"
+    return params
+
+
 def headline(records: list[dict[str, Any]]) -> str:
     """Per task x method: report-half metric over seeds, majority baseline, parameters, ranks, time."""
     rows = [
@@ -90,10 +102,7 @@ def headline(records: list[dict[str, Any]]) -> str:
         ok = [r for r in runs if not r.get("diverged")]
         diverged = len(runs) - len(ok)
         majority = runs[0]["majority"].get(runs[0]["main_metric"])  # none for a regression task
-        params = [
-            count(statistics.fmean(r["adapter_params"][k] for r in ok) if ok else None)
-            for k in ("start", "mean", "end")
-        ]
+        params = param_columns(ok)
         ranks = [r["total_rank_end"] for r in ok if r.get("total_rank_end") is not None]
         ratio = [r["effective_rank_sum"] / r["rank_sum"] for r in ok if r.get("rank_sum")]
         stopped = sum(bool(r["stopped_early"]) for r in ok)

@@ -138,6 +138,19 @@ def test_claim_parameter_share_against_lora_r8(claims):
     assert verdict.startswith("MRPC: confirmed; SST-2: pending")
 
 
+def test_sora_counts_the_pruned_lora_it_ships(tables, claims):
+    """SoRA trains every rank (its adapter parameters stay flat) and ships the non-zero gates' LoRA."""
+    dense = {"start": 332064, "mean": 332064.0, "end": 332064}
+    lora = {"start": 331776, "mean": 331776.0, "end": 331776}
+    runs = [
+        record("sora", 0, 0.8, group="g1", adapter_params=dense, adapter_params_pruned=118656),
+        record("lora_r8", 0, 0.78, group="g1", adapter_params=lora),
+    ]
+    assert "SoRA's pruned parameters: MRPC 36% of LoRA r=8's" in claims.claim_sora(runs)[0]
+    assert "| 332.1k / 332.1k / 118.7k (pruned) |" in tables.headline(runs)
+    assert "| 331.8k / 331.8k / 331.8k |" in tables.headline(runs)
+
+
 def test_stop_verdict_moves_or_stays(claims):
     def stop(variant: str, planned: int, finish: list[int], final: float) -> dict:
         return record(
