@@ -47,9 +47,9 @@ def test_peft_methods_take_the_runs_weight_decay(tiny, tmp_path, method):
     """AdamW's default decay (0.01) must not apply behind --weight-decay: matrices get the run's value,
     biases and norms none."""
     from aroma_peft.data.glue import get_task
+    from aroma_peft.tasks.glue import load_model
     from aroma_peft.train import get_recipe
     from aroma_peft.train.config import TrainConfig
-    from aroma_peft.train.loop import load_model
 
     _, model = load_model(str(tiny[0]), get_task("sst2"), 0)
     config = TrainConfig(task="sst2", method=method, output_dir=str(tmp_path), weight_decay=0.05)

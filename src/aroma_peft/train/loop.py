@@ -21,7 +21,6 @@ from ..errors import UserInputError
 from ..models import check_module_names
 from ..tasks import task_for
 from ..tasks.base import Task
-from ..tasks.glue import load_model, metrics_on  # noqa: F401  (imported from here by merge and tests)
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
 from . import batches, checkpoint, distributed, outputs

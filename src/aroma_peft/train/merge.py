@@ -62,7 +62,7 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
 
 def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
     """The base model of the run with its adapter merged (or the fully fine-tuned model)."""
-    from .loop import load_model
+    from ..tasks.glue import load_model
 
     spec = get_task(str(config.get("task", "")))
     tokenizer, base = load_model(config.get("model"), spec, int(config.get("seed", 0)))
