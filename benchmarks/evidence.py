@@ -11,7 +11,8 @@ half, the other half is reported). The plan is in priority order (cut from the e
   g2  learning-rate grid (default x 1/3, 1, 3; seed 0): AROMA and LoRA r=8, then LoRA r=1 and SoRA
   g3  AdaLoRA (r 8, 1, 16), LoRA r=16, ReLoRA, full fine-tuning, BitFit, AdapterH, AdapterP: seed 0,
       then their learning-rate grid
-  g4  the optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
+  g4  SoRA's sparsity-vs-metric trade-off (its sparsifying scheduler, MRPC and SST-2), the
+      optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
   g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (all-mpnet-base-v2 from its
       PyPI parts, or ``--mpnet PATH``)
 
@@ -88,6 +89,10 @@ STOP_LR = {
     "outerlr": {"outer_criterion": "lr"},
     "outerlr-steps3000": {"outer_criterion": "lr", "max_steps": 2 * STEPS},
 }
+# SoRA's sparsifying scheduler (its paper's trade-off study): xi rises in 7 equal stages from 0, and
+# each stage ends with memorisation (1,000 training examples) and generalisation (dev) at its rank.
+# Range: the g1 runs' xi (3e-4) is the scheduler's third stage; 1e-3 prunes further.
+SORA_SCHEDULE = {"sched": {"xi": 0.0, "xi_schedule": "linear", "xi_max": 1e-3, "xi_stages": 7}}
 RESETS = {"reset_zero": {"optimizer_reset": "zero"}, "reset_none": {"optimizer_reset": "none"}}
 SENSITIVITY = {
     "eps_in0.05": {"eps_in": 0.05},
@@ -114,7 +119,7 @@ class Run:
     label: str  # key of METHODS
     seed: int = 0
     lr_factor: float = 1.0
-    variant: str = ""  # name of the settings that differ from the defaults (STOP, RESETS, SENSITIVITY)
+    variant: str = ""  # name of the settings that differ from the defaults (STOP, RESETS, ...)
     changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     model: str | None = None  # None: the offline MiniLM
     model_name: str = ""  # the other model's name in the run id
@@ -153,6 +158,7 @@ def plan(mpnet: str | None = None) -> list[Run]:
         runs += [Run("g2", t, m, 0, f) for t in ("mrpc", "sst2") for m in labels for f in LR_FACTORS]
     runs += [Run("g3", t, m) for t in ("mrpc", "sst2") for m in OTHERS]
     runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
+    runs += [Run("g4", t, "sora", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in SORA_SCHEDULE.items()]
     runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
     runs += [Run("g5", "cola", m) for m in HEADLINE]
     runs += [Run("g5", "rte", m, model=mpnet or MPNET, model_name="mpnet") for m in HEADLINE]

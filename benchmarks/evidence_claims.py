@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evidence import RESETS, SENSITIVITY, STOP, STOP_LR, plan
-from evidence_tables import by_cell, count, difference, fmt, is_default, param_columns, score
+from evidence_tables import by_cell, count, difference, fmt, is_default, param_columns, score, sora_stages
 from time_claim import PAPER as PAPER_TIME_SHARE
 from time_claim import RESULTS as TIME_RESULTS
 
@@ -319,7 +319,29 @@ def claim_sora(records: Records) -> tuple[str, str]:
         text += "; SoRA's pruned parameters: " + ", ".join(
             f"{TASK_NAMES[t]} {100 * s:.0f}% of LoRA r=8's" for t, s in shares.items()
         )
-    return text, verdict
+    return text + "; " + sora_tradeoff_text(records), verdict
+
+
+def sora_tradeoff_text(records: Records) -> str:
+    """The scheduler runs in one line per task: rank and dev metric at the first and last stage, and
+    the sparsest stage still within 1 point of the first stage's dev metric."""
+    stages, parts = sora_stages(records), []
+    for task in TASKS:
+        rows = stages.get(task)
+        if not rows:
+            lacking = missing(records, lambda r, t=task: r.id == f"{t}-sora-sched-s0")
+            parts.append(f"{TASK_NAMES[task]} {pending_text(lacking)}")
+            continue
+        first, last = rows[0], rows[-1]
+        kept = [st for st in rows if st["generalization"] >= first["generalization"] - 0.01]
+        parts.append(
+            f"{TASK_NAMES[task]} rank {first['active_rank']} -> {last['active_rank']}, dev "
+            f"{100 * first['generalization']:.1f} -> {100 * last['generalization']:.1f}; within 1 point of "
+            f"stage 0 down to rank {min(st['active_rank'] for st in kept)}"
+        )
+    return "trade-off (xi 0 -> 1e-3 in 7 stages, [docs/results/glue.md](results/glue.md)): " + "; ".join(
+        parts
+    )
 
 
 # --- AROMA's stop -------------------------------------------------------------------------------------

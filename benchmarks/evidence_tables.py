@@ -3,7 +3,7 @@
     python benchmarks/evidence_tables.py            # docs/results/*.md and *.png, README, reproduction.md
 
 Writes docs/results/{glue,lr_grid,aroma}.md, the figures docs/results/fig1_<task>.png,
-fig_stop_<task>.png and fig3_effective_rank.png, and the generated blocks (between
+fig_stop_<task>.png, fig3_effective_rank.png and fig_sora_tradeoff.png, and the generated blocks (between
 ``<!-- generated: NAME ... -->`` and ``<!-- end generated: NAME -->``) of README.md (headline) and
 docs/reproduction.md (claims, knobs).
 
@@ -197,6 +197,32 @@ def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
+def sora_stages(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Task -> the stage ends of its SoRA scheduler run (``sched``), in order."""
+    return {
+        r["task"]: r["summary"]["stages"]
+        for r in records
+        if r["label"] == "sora" and r["variant"] == "sched" and r.get("summary", {}).get("stages")
+    }
+
+
+def sora_tradeoff(records: list[dict[str, Any]]) -> str:
+    """SoRA's sparsity against its metric: per xi stage, the active rank (of r_max x modules) and the
+    best memorisation (1,000 training examples) and generalisation (full dev) metric of the stage."""
+    rows = [
+        "| task | stage | xi | active rank | memorisation | generalisation | generalisation / stage 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, stages in sorted(sora_stages(records).items()):
+        for st in stages:
+            rows.append(
+                f"| {task} | {st['stage']} | {st['xi']:.2g} | {st['active_rank']} | "
+                f"{100 * st['memorization']:.1f} | {100 * st['generalization']:.1f} | "
+                f"{st['generalization_ratio']:.3f} |"
+            )
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
+
+
 def pending(records: list[dict[str, Any]]) -> str:
     """What the plan still lacks, per group."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -239,6 +265,14 @@ EARLY = (
     "weight), which the trainer evaluates again; the replay cannot."
 )
 
+SORA_NOTE = (
+    "`mrpc-sora-sched-s0`, `sst2-sora-sched-s0`: SoRA's settings of group 1 (r_max 8, lambda 10) with "
+    "xi rising linearly from 0 to 1e-3 in 7 equal stages of the same 1,500 steps (group 1 runs at a "
+    "fixed 3e-4, the third stage's value). Each stage ends with memorisation (the metric on 1,000 "
+    "training examples) and generalisation (the full dev set), as in the SoRA paper's study of its "
+    "scheduler; the rank is what pruning keeps at that point."
+)
+
 
 def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     """File name -> Markdown."""
@@ -259,6 +293,10 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     tasks = sorted({r["task"] for r in records if r["label"] == "aroma" and not r.get("diverged")})
     glue += ["## Figures", ""] + [f"![Fig. 1-style, {t}](fig1_{t}.png)\n" for t in tasks]
     glue += ["![Fig. 3](fig3_effective_rank.png)\n"] if any(r.get("rank_sum") for r in records) else []
+    glue += ["## SoRA: sparsity against the metric (its sparsifying scheduler, seed 0)", "", SORA_NOTE, ""]
+    tradeoff = sora_tradeoff(records)
+    glue += [tradeoff or "No scheduler run finished yet.\n"]
+    glue += ["![SoRA trade-off](fig_sora_tradeoff.png)\n"] if tradeoff else []
     grid = lr_grid(records)
     lr = [
         "# Learning-rate grid (seed 0; default x 1/3, 1, 3)",
@@ -323,7 +361,8 @@ def replace_blocks(text: str, contents: dict[str, str], where: Path) -> str:
 
 def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """fig1_<task>.png (AROMA: adapter parameters, total rank and the report-half metric against the
-    step, one line per run), fig_stop_<task>.png (when modules finish, per stop variant) and
+    step, one line per run), fig_stop_<task>.png (when modules finish, per stop variant),
+    fig_sora_tradeoff.png (SoRA's metric per scheduler stage against its rank) and
     fig3_effective_rank.png (effective rank / rank of every method)."""
     import matplotlib
 
@@ -362,6 +401,19 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for task in stop_figure_tasks(records):
         seed0 = [r for r in stop_runs(records, task) if r["seed"] == 0]
         written.append(save(stop_figure(seed0, plt), out_dir / f"fig_stop_{task}.png"))
+    stages = sora_stages(records)
+    if stages:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for task, rows in sorted(stages.items()):
+            ranks = [st["active_rank"] for st in rows]
+            for key, style in (("generalization", "-o"), ("memorization", "--x")):
+                ax.plot(ranks, [100 * st[key] for st in rows], style, label=f"{task}, {key[:-5]}ation")
+        ax.set_xlabel("active rank (sum over modules)")
+        ax.set_ylabel("metric (x100), best of the stage")
+        ax.invert_xaxis()  # left to right: the scheduler's stages, sparser and sparser
+        ax.legend(fontsize=7)
+        ax.set_title("SoRA: sparsity against the metric (xi rises stage by stage)")
+        written.append(save(fig, out_dir / "fig_sora_tradeoff.png"))
     ranked = [r for r in records if is_default(r) and r.get("rank_sum")]
     if ranked:
         cells: dict[tuple[str, str], list[float]] = defaultdict(list)

@@ -92,7 +92,7 @@ def test_stop_table_and_pending_runs(tables, tmp_path):
     out = tmp_path / "docs"
     assert tables.main(["--results-dir", str(tmp_path), "--out-dir", str(out), "--docs"]) == 0
     glue = (out / "glue.md").read_text()
-    assert "1 of 126 planned runs finished." in glue and "- g1: 23 pending" in glue
+    assert "1 of 128 planned runs finished." in glue and "- g1: 23 pending" in glue
     assert "| mrpc | linear lr (default) | 3000 | 2900 (by eval) (97%) |" in (out / "aroma.md").read_text()
     assert Path(out / "lr_grid.md").read_text().count("No grid finished yet") == 1
 
@@ -149,6 +149,24 @@ def test_sora_counts_the_pruned_lora_it_ships(tables, claims):
     assert "SoRA's pruned parameters: MRPC 36% of LoRA r=8's" in claims.claim_sora(runs)[0]
     assert "| 332.1k / 332.1k / 118.7k (pruned) |" in tables.headline(runs)
     assert "| 331.8k / 331.8k / 331.8k |" in tables.headline(runs)
+
+
+def test_sora_tradeoff_table_figure_and_claim(tables, claims, tmp_path):
+    """The scheduler run's stage ends become a table, a figure and the claim's trade-off sentence."""
+    ends = [(0, 0.0, 288, 0.95, 0.80), (1, 5e-4, 150, 0.93, 0.795), (2, 1e-3, 40, 0.85, 0.75)]
+    stages = [
+        {"stage": i, "xi": xi, "active_rank": rank, "memorization": mem, "generalization": gen,
+         "memorization_ratio": mem / 0.95, "generalization_ratio": gen / 0.80}
+        for i, xi, rank, mem, gen in ends
+    ]  # fmt: skip
+    sched = record("sora", 0, 0.8, id="mrpc-sora-sched-s0", variant="sched", summary={"stages": stages})
+    table = tables.sora_tradeoff([sched])
+    assert "| mrpc | 1 | 0.0005 | 150 | 93.0 | 79.5 | 0.994 |" in table
+    assert tables.sora_tradeoff([record("sora", 0, 0.8)]) == ""  # group 1's run has no stages
+    text = claims.sora_tradeoff_text([sched])
+    assert "MRPC rank 288 -> 40, dev 80.0 -> 75.0; within 1 point of stage 0 down to rank 150" in text
+    assert "SST-2 pending: 1 run(s) missing (`sst2-sora-sched-s0`)" in text
+    assert [p.name for p in tables.figures([sched], tmp_path)] == ["fig_sora_tradeoff.png"]
 
 
 def test_stop_verdict_moves_or_stays(claims):
