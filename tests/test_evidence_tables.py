@@ -313,3 +313,23 @@ def test_time_claim_shares_and_table(tables):
     result = {"steps": 345, "command": "python benchmarks/time_claim.py", "runs": rows}
     table = timing.markdown(result | {"aroma_share": timing.shares(rows)})
     assert "| LoRA r=8 | 345 (no) | 400 | 100.0 | 0.870 | 75% | 76.0% | 0.50 / 2.00 | 73.0 |" in table
+
+
+def commonsense_row(label: str, average: float, above: tuple[str, ...] = ()) -> dict:
+    sets = {n: {"accuracy": average, "above_majority": n in above} for n in ("ARC-Easy", "BoolQ")}
+    loglik = {"average": average, "majority_average": 45.0, "sets": sets}
+    return {"label": label, "group": "table", "evaluation": {"loglik": loglik}}
+
+
+def test_commonsense_claim_pending_indicative_or_not_testable(claims):
+    """Claim 10 comes from the commonsense table's rows: pending while rows are missing, not testable
+    while no trained row beats the majority class, indicative (one seed) once one does."""
+    rows = [commonsense_row("base", 33.0), commonsense_row("lora_r8", 44.0)]
+    text, verdict = claims.claim_commonsense(rows)
+    assert verdict == "pending" and "untrained 33.0, LoRA r=8 44.0" in text and "`cs-aroma_r1`" in text
+    rows += [commonsense_row(label, 45.0) for label in ("aroma_r1", "aroma_r8", "sora")]
+    text, verdict = claims.claim_commonsense(rows)
+    assert verdict.startswith("not testable here") and "AROMA r=1 - LoRA r=8 +1.0" in text
+    rows[2] = commonsense_row("aroma_r1", 50.0, above=("ARC-Easy",))
+    text, verdict = claims.claim_commonsense(rows)
+    assert verdict == "indicative only (one seed)" and "AROMA r=1 on ARC-Easy" in text
