@@ -33,6 +33,7 @@ DEFAULT_SHAPES = [
     "768:576x1536", "2048:576x576", "2048:192x576", "2048:1536x576",
 ]  # fmt: skip
 ROUNDS = 7
+ROUND_SECONDS = 0.25  # per variant and round
 
 
 def variants(tokens: int, out_features: int, in_features: int) -> dict[str, Callable[[], None]]:
@@ -74,10 +75,11 @@ def measure(shape: str) -> dict[str, float | str]:
     out_features, _, in_features = size.partition("x")
     tokens, m, n = int(tokens), int(out_features), int(in_features)
     steps = variants(tokens, m, n)
-    repeats = max(5, int(2e9 / (tokens * m * n)))  # about the same time per shape
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
         timed(step, 3)  # warmup
+    one_call = min(timed(steps["frozen"], 3))
+    repeats = min(1000, max(5, int(ROUND_SECONDS / one_call)))  # about the same time per shape
     for round_ in range(ROUNDS):
         order = list(steps) if round_ % 2 else list(reversed(steps))
         for name in order:
