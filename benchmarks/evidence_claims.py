@@ -575,7 +575,7 @@ def readme_table(records: Records) -> str:
             if not runs:
                 continue
             vs = compare(records, task, label, "lora_r8") if label != "lora_r8" else None
-            vs_text = f"{vs[0].split(' (')[0]} ({vs[1]})" if vs else ""
+            vs_text = f"{vs[0].split(' (')[0]} ({vs[1].replace(' (', ', ').rstrip(')')})" if vs else ""
             params = " / ".join(param_columns(runs))
             ranks = [r["total_rank_end"] for r in runs if r.get("total_rank_end") is not None]
             rows.append(
