@@ -193,6 +193,10 @@ def test_train_end_to_end(tmp_path, method, per_block):
         assert metrics["adapter_params"]["end"] == LAYERS * per_block * (2 * HIDDEN * 64 + 64 + HIDDEN)
     assert json.loads((out / "ranks.json").read_text()) == {}
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "adapter_lora").exists()
+    evaluated = tmp_path / "evaluated"  # `aroma evaluate --run` rebuilds the trained model from the run
+    assert main(["evaluate", "--run", str(out), "--quiet", "--output-dir", str(evaluated)]) == 0
+    again = json.loads((evaluated / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert again == pytest.approx(metrics["final"]["accuracy"])
 
 
 @pytest.mark.parametrize(

@@ -112,3 +112,8 @@ def test_no_method_folder_imports_the_generic_callbacks_module():
 
     assert FromCallbacks is AromaCallback
     assert issubclass(AromaCallback, ControllerCallback) and issubclass(SoraCallback, ControllerCallback)
+
+
+def test_method_help_names_every_registered_method():
+    help_text = next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == "method")
+    assert RECIPES and all(name in help_text for name in RECIPES)

@@ -20,14 +20,20 @@ METRICS = "metrics.json"
 
 def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
     """The run's trained model: ``model/`` for full fine-tuning, else ``base`` with ``adapter/``."""
+    from .train import get_recipe
+    from .train.recipe import FrozenBaseRecipe
     from .tuners.model import CONFIG_NAME, FORMAT, load
 
     if (run_dir / "model").is_dir():  # full fine-tuning saved the whole model
         return type(base).from_pretrained(str(run_dir / "model"))
     adapter = run_dir / "adapter"
     try:
-        if read_json(adapter / CONFIG_NAME).get("format") == FORMAT:
+        config = read_json(adapter / CONFIG_NAME)
+        if config.get("format") == FORMAT:
             return load(base, adapter)  # aroma, relora, sora
+        recipe = get_recipe(config["method"]) if "method" in config else None
+        if recipe is not None and issubclass(recipe, FrozenBaseRecipe):
+            return recipe.load(base, adapter)  # bitfit, adapterh, adapterp: the trained tensors by name
     except AdapterFileError as err:
         raise UserInputError(f"{run_dir}: no trained adapter or model ({err})") from None
     from peft import PeftModel  # lora, adalora

@@ -34,7 +34,10 @@ class TrainConfig:
     )
     method: str = field(
         default="",
-        metadata={"help": "aroma, lora, adalora, relora, full, sora (each method's options are below)."},
+        metadata={
+            "help": "aroma, lora, adalora, relora, full, sora, bitfit, adapterh, adapterp (each method's "
+            "options are below)."
+        },
     )
     output_dir: str = field(
         default="", metadata={"help": "Folder for the config, logs, metrics and adapter."}
