@@ -393,15 +393,11 @@ def stop_step(record: dict[str, Any]) -> tuple[int, bool]:
     return step, False
 
 
-def best_report(record: dict[str, Any]) -> float:
-    return 100 * max(p["report"] for p in record["trajectory"] if p["report"] is not None)
-
-
 def stop_rows(records: Records) -> tuple[str, list[tuple[str, str, str]]]:
     """Markdown table of the stop runs and, per task x family, (task, family, verdict)."""
     rows = [
         "| task | schedule / criterion | planned | stop step (90% of modules) | all finished | final | "
-        "best eval | best - final | seed spread |",
+        "selected eval | selected - final | seed spread |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
@@ -416,7 +412,7 @@ def stop_rows(records: Records) -> tuple[str, list[tuple[str, str, str]]]:
                 rows.append(
                     f"| {task} | {family} | {r['planned_steps']} | {step}{'' if exact else ' (by eval)'} "
                     f"({100 * step / r['planned_steps']:.0f}%) | {last} | {score(r, 'final_report'):.1f} | "
-                    f"{best_report(r):.1f} | {best_report(r) - score(r, 'final_report'):.1f} | "
+                    f"{score(r):.1f} | {score(r) - score(r, 'final_report'):.1f} | "
                     f"{'-' if spread is None else f'{spread:.1f}'} |"
                 )
             if None in pair:
@@ -424,13 +420,13 @@ def stop_rows(records: Records) -> tuple[str, list[tuple[str, str, str]]]:
                 verdicts.append((task, family, pending_text([i for i, r in zip(ids, pair) if r is None])))
                 continue
             s1, s2 = stop_step(pair[0])[0], stop_step(pair[1])[0]
-            gap = best_report(pair[1]) - score(pair[1], "final_report")
+            gap = score(pair[1]) - score(pair[1], "final_report")
             verdicts.append((task, family, stop_verdict(s1, s2, gap, spread)))
             # the same pair under early stopping (replayed): a stop that follows the held-out metric
             stops = [early_stop_at(r, EARLY_STOP_PATIENCE[0]) for r in pair]
             if None not in stops:
                 s1, s2 = stops[0]["step"], stops[1]["step"]
-                gap = best_report(pair[1]) - stops[1]["report"]
+                gap = score(pair[1]) - stops[1]["report"]
                 name = f"{family} + early stopping (patience {EARLY_STOP_PATIENCE[0]}, replayed)"
                 verdicts.append((task, name, stop_verdict(s1, s2, gap, spread)))
     return "\n".join(rows) + "\n", verdicts
@@ -438,17 +434,19 @@ def stop_rows(records: Records) -> tuple[str, list[tuple[str, str, str]]]:
 
 def stop_verdict(s1: int, s2: int, gap: float, spread: float | None) -> str:
     """The stop question's verdict on one pair: stop steps with the planned total and twice it, and how
-    far the longer run's metric at its end lies below its best evaluation."""
+    far the longer run's metric at its end lies below its best, the evaluation chosen on the selection
+    half (reported on the other half: the maximum over the report half would select on it)."""
     if s2 - s1 > STOP_MOVE:
         return f"the stop moves with the planned total ({s1} -> {s2})"
     if spread is None:
         return f"the stop stays ({s1} -> {s2}); final vs best: pending (needs AROMA's seeds)"
     if gap <= spread:
         return (
-            f"right: the stop stays ({s1} -> {s2}) and the final metric is within the seed spread of the best"
+            f"right: the stop stays ({s1} -> {s2}) and the final metric is within the seed spread of the "
+            "selected evaluation's"
         )
     return (
-        f"the stop stays ({s1} -> {s2}) but the final metric is {gap:.1f} below the best "
+        f"the stop stays ({s1} -> {s2}) but the final metric is {gap:.1f} below the selected evaluation's "
         f"(spread {spread:.1f})"
     )
 
@@ -491,11 +489,13 @@ def early_stop_rows(records: Records) -> str:
 def claim_stop(records: Records) -> tuple[str, str]:
     _, verdicts = stop_rows(records)
     text = "; ".join(f"{TASK_NAMES[t]} {f}: {v}" for t, f, v in verdicts)
-    right = [f for _, f, v in verdicts if v.startswith("right")]
+    right = [f"{TASK_NAMES[t]} {f}" for t, f, v in verdicts if v.startswith("right")]
     if all(v.startswith("pending") for _, _, v in verdicts):
         return text, "pending"
-    return text + " ([docs/results/aroma.md](results/aroma.md))", (
-        "confirmed for: " + ", ".join(sorted(set(right))) if right else "not confirmed at this scale (so far)"
+    waiting = sum(v.startswith("pending") for _, _, v in verdicts)
+    verdict = "confirmed for: " + ", ".join(right) if right else "not confirmed at this scale (so far)"
+    return text + " ([docs/results/aroma.md](results/aroma.md))", verdict + (
+        f"; {waiting} of {len(verdicts)} task x stop pairs pending" if waiting else ""
     )
 
 

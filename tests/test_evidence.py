@@ -23,6 +23,9 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
 def load_script(name: str):  # noqa: ANN201
+    """A benchmarks/ script as a module, with benchmarks/ importable as when the script runs."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built

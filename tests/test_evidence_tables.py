@@ -198,7 +198,7 @@ def test_stop_verdict_moves_or_stays(claims):
     )
     assert "| mrpc | outer criterion per unit of lr | 3000 | 950 (32%) | 3000 |" in table
     text, verdict = claims.claim_stop(spread + moving + staying)
-    assert verdict == "confirmed for: outer criterion per unit of lr"
+    assert verdict == "confirmed for: MRPC outer criterion per unit of lr; 4 of 6 task x stop pairs pending"
 
 
 def test_stop_verdict_under_early_stopping_replays_the_pair(claims):
@@ -213,6 +213,7 @@ def test_stop_verdict_under_early_stopping_replays_the_pair(claims):
             trajectory=trajectory,
             id=f"mrpc-aroma-{variant}-s0",
             finish_steps=[planned] * 36,
+            selected={"accuracy": 0.85, "step": 700, "selection": 0.85},  # chosen on the other half
         )
 
     short = run("constlr", 1500, [0.7, 0.8, 0.79, 0.78, 0.77, 0.8])
@@ -220,9 +221,10 @@ def test_stop_verdict_under_early_stopping_replays_the_pair(claims):
     spread = seeds("aroma", (0.78, 0.80, 0.82))
     found = {(t, f): v for t, f, v in claims.stop_rows(spread + [short, long])[1]}
     assert found[("mrpc", "constant lr")] == "the stop moves with the planned total (1500 -> 3000)"
-    # patience 3: stops at 500 and at 600; the longer run's report there is 77.0 against its best 85.0
+    # patience 3: stops at 500 and at 600; the longer run's report there is 77.0 against the 85.0 of the
+    # evaluation its selection half chose (not the report half's own maximum)
     assert found[("mrpc", "constant lr + early stopping (patience 3, replayed)")] == (
-        "the stop stays (500 -> 600) but the final metric is 8.0 below the best (spread 2.0)"
+        "the stop stays (500 -> 600) but the final metric is 8.0 below the selected evaluation's (spread 2.0)"
     )
 
 
