@@ -19,7 +19,17 @@ from typing import Any
 
 import commonsense_tables
 from evidence import RESETS, SENSITIVITY, STOP, STOP_LR, plan
-from evidence_tables import by_cell, count, difference, fmt, is_default, param_columns, score, sora_stages
+from evidence_tables import (
+    by_cell,
+    count,
+    difference,
+    fmt,
+    is_default,
+    param_columns,
+    params_at,
+    score,
+    sora_stages,
+)
 from time_claim import PAPER as PAPER_TIME_SHARE
 from time_claim import RESULTS as TIME_RESULTS
 
@@ -128,15 +138,10 @@ def claim_beats(records: Records, a: str, b: str, groups: tuple[str, ...] = ("g1
 
 
 def param_share(records: Records, label: str, key: str = "mean") -> dict[str, float]:
-    """Per task: the method's mean adapter parameters (``key`` of ``adapter_params``, or ``pruned``:
-    SoRA's compact LoRA after pruning) over LoRA r=8's."""
+    """Per task: the method's mean adapter parameters at ``key`` (``params_at``) over LoRA r=8's."""
     cells, shares = by_cell(records), {}
     for task in TASKS:
-        ours = [
-            r["adapter_params_pruned"] if key == "pruned" else r["adapter_params"][key]
-            for r in cells.get((task, label), [])
-            if not r.get("diverged")
-        ]
+        ours = [params_at(r, key) for r in cells.get((task, label), []) if not r.get("diverged")]
         lora = [
             r["adapter_params"]["mean"] for r in cells.get((task, "lora_r8"), []) if not r.get("diverged")
         ]
@@ -315,7 +320,7 @@ def claim_trajectory(records: Records) -> tuple[str, str]:
 
 def claim_sora(records: Records) -> tuple[str, str]:
     text, verdict = claim_beats(records, "sora", "lora_r8")
-    shares = param_share(records, "sora", "pruned")
+    shares = param_share(records, "sora", "end")
     if shares:
         text += "; SoRA's pruned parameters: " + ", ".join(
             f"{TASK_NAMES[t]} {100 * s:.0f}% of LoRA r=8's" for t, s in shares.items()
@@ -340,9 +345,8 @@ def sora_tradeoff_text(records: Records) -> str:
             f"{100 * first['generalization']:.1f} -> {100 * last['generalization']:.1f}; within 1 point of "
             f"stage 0 down to rank {min(st['active_rank'] for st in kept)}"
         )
-    return "trade-off (xi 0 -> 1e-3 in 7 stages, [docs/results/glue.md](results/glue.md)): " + "; ".join(
-        parts
-    )
+    where = "[docs/results/glue.md](results/glue.md)"
+    return f"trade-off (xi 0 -> 1e-3 in 7 stages, {where}): " + "; ".join(parts)
 
 
 COMMONSENSE_ROWS = ("lora_r8", "aroma_r1", "aroma_r8", "sora")
@@ -352,8 +356,11 @@ def claim_commonsense(rows: Records) -> tuple[str, str]:
     """The commonsense table's rows (SmolLM2-135M, one seed each, benchmarks/commonsense_table.py):
     log-likelihood averages against the untrained model and the majority class, and AROMA - LoRA r=8."""
     names = commonsense_tables.NAMES | {"base": "untrained"}
-    found = {r["label"]: r["evaluation"].get("loglik") for r in rows if r["group"] == "table"}
-    found = {label: ev for label, ev in found.items() if ev}
+    found = {
+        r["label"]: r["evaluation"]["loglik"]
+        for r in rows
+        if r["group"] == "table" and r["evaluation"].get("loglik")
+    }
     where = "([docs/results/commonsense.md](results/commonsense.md))"
     lacking = [f"cs-{label}" for label in COMMONSENSE_ROWS if label not in found]
     if not found:

@@ -79,15 +79,20 @@ def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[st
     return cells
 
 
-def param_columns(runs: list[dict[str, Any]]) -> list[str]:
-    """Mean adapter parameters initial / mean / end over runs; SoRA's end is the compact LoRA of its
+def params_at(record: dict[str, Any], key: str) -> float:
+    """Adapter parameters at ``key`` (start / mean / end); SoRA's end is the compact LoRA of its
     non-zero gates, which is what it ships."""
+    pruned = record.get("adapter_params_pruned")
+    return pruned if key == "end" and pruned is not None else record["adapter_params"][key]
+
+
+def param_columns(runs: list[dict[str, Any]]) -> list[str]:
+    """Mean adapter parameters initial / mean / end over runs, the end marked when it is a pruned LoRA."""
     if not runs:
         return [count(None)] * 3
-    params = [count(statistics.fmean(r["adapter_params"][k] for r in runs)) for k in ("start", "mean", "end")]
-    pruned = [r["adapter_params_pruned"] for r in runs if r.get("adapter_params_pruned") is not None]
-    if pruned:
-        params[2] = f"{count(statistics.fmean(pruned))} (pruned)"
+    params = [count(statistics.fmean(params_at(r, k) for r in runs)) for k in ("start", "mean", "end")]
+    if any(r.get("adapter_params_pruned") is not None for r in runs):
+        params[2] += " (pruned)"
     return params
 
 
