@@ -23,11 +23,13 @@ class AdapterpOptions(MethodOptions):
     """AdapterP's hyperparameters: BottleneckConfig's (its defaults are AdapterHub's Pfeiffer ones)."""
 
 
-@derive_options(
-    BottleneckConfig,
-    ("bottleneck", "activation"),
-    {"activation": Override("AdapterHub's Houlsby configuration uses swish", default="swish")},
-)
+# Where `aroma train --method adapterh` departs from BottleneckConfig on purpose.
+ADAPTERH_OVERRIDES = {
+    "activation": Override("AdapterHub's Houlsby configuration uses swish", default="swish"),
+}
+
+
+@derive_options(BottleneckConfig, ("bottleneck", "activation"), ADAPTERH_OVERRIDES)
 class AdapterhOptions(MethodOptions):
     """AdapterH's hyperparameters: BottleneckConfig's, with AdapterHub's Houlsby activation."""
 
