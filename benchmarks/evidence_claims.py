@@ -19,7 +19,7 @@ from typing import Any
 
 import commonsense_tables
 from evidence import RESETS, SENSITIVITY, STOP, STOP_LR, plan
-from evidence_tables import (
+from evidence_records import (
     by_cell,
     count,
     difference,

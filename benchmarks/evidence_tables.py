@@ -17,16 +17,35 @@ listed under the tables.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from evidence import COMMON, RESETS, SENSITIVITY, plan
+from evidence_claims import (
+    STOP_VARIANTS,
+    claims_table,
+    early_stop_rows,
+    knob_guide,
+    readme_table,
+    stop_rows,
+)
+from evidence_records import (
+    RESULTS,
+    ROOT,
+    by_cell,
+    count,
+    difference,
+    fmt,
+    is_default,
+    load,
+    param_columns,
+    score,
+    sora_stages,
+)
+
 DOCS = ROOT / "docs" / "results"
 PAIRS = (
     ("aroma", "lora_r8"),
@@ -35,65 +54,6 @@ PAIRS = (
     ("sora", "lora_r8"),
     ("lora_r1", "lora_r8"),
 )
-
-
-def load(results_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
-
-
-def score(record: dict[str, Any], key: str = "selected") -> float | None:
-    """The main metric (x100) of ``key`` ('selected' or 'final_report'); None for a diverged run."""
-    part = record.get(key)
-    return None if record.get("diverged") or not part else 100 * part[record["main_metric"]]
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, std = mean_std(values)
-    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
-
-
-def count(n: float | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
-
-
-def is_default(record: dict[str, Any]) -> bool:
-    """A run of the method's defaults at its default learning rate (what the headline compares)."""
-    return record["lr_factor"] == 1.0 and not record["variant"]
-
-
-def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        if is_default(r):
-            cells[
-                (f"{r['task']}" + ("" if "MiniLM" in r["model"] else f" ({r['model']})"), r["label"])
-            ].append(r)
-    return cells
-
-
-def params_at(record: dict[str, Any], key: str) -> float:
-    """Adapter parameters at ``key`` (start / mean / end); SoRA's end is the compact LoRA of its
-    non-zero gates, which is what it ships."""
-    pruned = record.get("adapter_params_pruned")
-    return pruned if key == "end" and pruned is not None else record["adapter_params"][key]
-
-
-def param_columns(runs: list[dict[str, Any]]) -> list[str]:
-    """Mean adapter parameters initial / mean / end over runs, the end marked when it is a pruned LoRA."""
-    if not runs:
-        return [count(None)] * 3
-    params = [count(statistics.fmean(params_at(r, k) for r in runs)) for k in ("start", "mean", "end")]
-    if any(r.get("adapter_params_pruned") is not None for r in runs):
-        params[2] += " (pruned)"
-    return params
 
 
 def headline(records: list[dict[str, Any]]) -> str:
@@ -122,15 +82,6 @@ def headline(records: list[dict[str, Any]]) -> str:
             f"{fmt([r['time_per_step_s'] for r in ok]) if ok else '-'} |"
         )
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
-
-
-def difference(a: list[float], b: list[float]) -> tuple[float, float | None, str]:
-    """Difference of means, its standard error, and the verdict (real only beyond 2 SE)."""
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return diff, None, "indicative (one seed)"
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return diff, se, "real" if abs(diff) > 2 * se else "within the seed spread"
 
 
 def comparisons(records: list[dict[str, Any]]) -> str:
@@ -202,15 +153,6 @@ def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
-def sora_stages(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Task -> the stage ends of its SoRA scheduler run (``sched``), in order."""
-    return {
-        r["task"]: r["summary"]["stages"]
-        for r in records
-        if r["label"] == "sora" and r["variant"] == "sched" and r.get("summary", {}).get("stages")
-    }
-
-
 def sora_tradeoff(records: list[dict[str, Any]]) -> str:
     """SoRA's sparsity against its metric: per xi stage, the active rank (of r_max x modules) and the
     best memorisation (1,000 training examples) and generalisation (full dev) metric of the stage."""
@@ -230,9 +172,6 @@ def sora_tradeoff(records: list[dict[str, Any]]) -> str:
 
 def pending(records: list[dict[str, Any]]) -> str:
     """What the plan still lacks, per group."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from evidence import plan
-
     done = {r["id"] for r in records}
     missing: dict[str, list[str]] = defaultdict(list)
     planned = plan()
@@ -281,9 +220,6 @@ SORA_NOTE = (
 
 def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     """File name -> Markdown."""
-    from evidence import RESETS, SENSITIVITY
-    from evidence_claims import early_stop_rows, stop_rows
-
     intro = [SOURCE, "", machine_note(records), "", pending(records)]
     glue = [
         "# GLUE: methods at a shared budget",
@@ -327,8 +263,6 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
 
 def blocks(records: list[dict[str, Any]]) -> dict[str, str]:
     """Generated block name -> Markdown, for the README and docs/reproduction.md."""
-    from evidence_claims import claims_table, knob_guide, readme_table
-
     note = f"\n{machine_note(records)} Generated by `python benchmarks/evidence_tables.py`.\n"
     return {
         "headline": readme_table(records) + note,
@@ -437,8 +371,6 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def stop_runs(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """AROMA's runs on ``task`` at the default lr that did not diverge: its defaults (every seed) and its
     stop variants (the sensitivity runs would crowd the figures)."""
-    from evidence_claims import STOP_VARIANTS
-
     return [
         r
         for r in records
@@ -456,8 +388,6 @@ def stop_figure_tasks(records: list[dict[str, Any]]) -> list[str]:
 def stop_figure(runs: list[dict[str, Any]], plt: Any) -> Any:
     """Modules finished against the share of the planned steps, beside each schedule's lr factor: if
     the stop follows the schedule, the curves of 1,500 and 3,000 planned steps coincide here."""
-    from evidence import COMMON
-
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in sorted(runs, key=lambda r: r["variant"]):
         planned = r["planned_steps"]
@@ -496,7 +426,6 @@ def main(argv: list[str] | None = None) -> int:
         help="files whose generated blocks (headline, claims, knobs) are rewritten",
     )
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).parent))
     from aroma_peft.io import atomic_write
 
     records = load(args.results_dir)

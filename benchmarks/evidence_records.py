@@ -1,0 +1,92 @@
+"""Result records of benchmarks/evidence.py and the statistics every table and claim shares: scores
+(x100, report half at the evaluation chosen on the selection half), mean ± std over seeds, the
+2-standard-error test of a difference, parameter counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load(results_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+
+
+def score(record: dict[str, Any], key: str = "selected") -> float | None:
+    """The main metric (x100) of ``key`` ('selected' or 'final_report'); None for a diverged run."""
+    part = record.get(key)
+    return None if record.get("diverged") or not part else 100 * part[record["main_metric"]]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def is_default(record: dict[str, Any]) -> bool:
+    """A run of the method's defaults at its default learning rate (what the headline compares)."""
+    return record["lr_factor"] == 1.0 and not record["variant"]
+
+
+def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if is_default(r):
+            cells[
+                (f"{r['task']}" + ("" if "MiniLM" in r["model"] else f" ({r['model']})"), r["label"])
+            ].append(r)
+    return cells
+
+
+def params_at(record: dict[str, Any], key: str) -> float:
+    """Adapter parameters at ``key`` (start / mean / end); SoRA's end is the compact LoRA of its
+    non-zero gates, which is what it ships."""
+    pruned = record.get("adapter_params_pruned")
+    return pruned if key == "end" and pruned is not None else record["adapter_params"][key]
+
+
+def param_columns(runs: list[dict[str, Any]]) -> list[str]:
+    """Mean adapter parameters initial / mean / end over runs, the end marked when it is a pruned LoRA."""
+    if not runs:
+        return [count(None)] * 3
+    params = [count(statistics.fmean(params_at(r, k) for r in runs)) for k in ("start", "mean", "end")]
+    if any(r.get("adapter_params_pruned") is not None for r in runs):
+        params[2] += " (pruned)"
+    return params
+
+
+def difference(a: list[float], b: list[float]) -> tuple[float, float | None, str]:
+    """Difference of means, its standard error, and the verdict (real only beyond 2 SE)."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, None, "indicative (one seed)"
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return diff, se, "real" if abs(diff) > 2 * se else "within the seed spread"
+
+
+def sora_stages(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Task -> the stage ends of its SoRA scheduler run (``sched``), in order."""
+    return {
+        r["task"]: r["summary"]["stages"]
+        for r in records
+        if r["label"] == "sora" and r["variant"] == "sched" and r.get("summary", {}).get("stages")
+    }
