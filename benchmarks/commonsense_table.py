@@ -130,7 +130,7 @@ class Run:
         )
 
     def test_sets(self, data_dir: Path) -> dict[str, list]:
-        from aroma_peft.tasks.commonsense import load_sets
+        from aroma_peft.tasks.commonsense_data import load_sets
 
         return load_sets(data_dir, "test", None if self.group == "table" else [CURVE_SET], EVAL_LIMIT)
 
@@ -151,7 +151,7 @@ def eval_file(out: Path, mode: str, name: str) -> Path:
 
 
 def status(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path) -> str:
-    from aroma_peft.tasks.commonsense import set_files
+    from aroma_peft.tasks.commonsense_data import set_files
     from aroma_peft.train.checkpoint import latest
 
     out = runs_dir / run.id
@@ -218,7 +218,7 @@ def held_out_majority(train_dir: Path, limit: int | None) -> dict[str, float]:
     """Majority-class accuracy (%) of the held-out slices the evaluations during training score."""
     from collections import Counter
 
-    from aroma_peft.tasks.commonsense import HELD_OUT, hold_out, load_sets
+    from aroma_peft.tasks.commonsense_data import HELD_OUT, hold_out, load_sets
 
     held = hold_out(load_sets(train_dir, "train"), HELD_OUT)[1]
     return {

@@ -12,7 +12,8 @@ from tiny_llm import random_llama, tiny_llm_dir  # noqa: F401
 from aroma_peft.errors import UserInputError
 from aroma_peft.tasks import get_task
 from aroma_peft.tasks.causal_lm import IGNORE, causal_lm_loss, collate_causal, default_target_modules
-from aroma_peft.tasks.commonsense import Example, encode_example, hold_out, label_family, load_sets
+from aroma_peft.tasks.commonsense import encode_example
+from aroma_peft.tasks.commonsense_data import Example, hold_out, label_family, load_sets
 
 ROW = {"instruction": "Is it? Answer format: true/false", "input": "", "output": "the correct answer is true"}
 

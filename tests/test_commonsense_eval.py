@@ -8,7 +8,7 @@ from tiny_llm import random_llama, tiny_llm_dir  # noqa: F401
 from torch.nn import functional as F
 
 from aroma_peft.tasks import commonsense_eval
-from aroma_peft.tasks.commonsense import Example
+from aroma_peft.tasks.commonsense_data import Example
 from aroma_peft.tasks.commonsense_eval import (
     candidate_tokens,
     evaluate_sets,

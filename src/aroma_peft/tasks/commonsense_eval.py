@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .causal_lm import hf_model
-from .commonsense import ANSWER_PREFIX, FAMILIES, Example, label_family
+from .commonsense_data import ANSWER_PREFIX, FAMILIES, Example, label_family
 
 MODES = ("loglik", "generate")
 
