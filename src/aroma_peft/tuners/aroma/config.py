@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import AdapterConfig, check
+from .layer import AromaLinear
 
 INNER_CRITERIA = ("paper", "abs", "delta", "none")
 OUTER_CRITERIA = ("paper", "lr")
@@ -111,6 +112,4 @@ class AromaConfig(AdapterConfig):
         check(self.sync in SYNC_MODES, "sync", self.sync, f"use one of {SYNC_MODES}")
 
     def layer_class(self) -> type:
-        from .layer import AromaLinear
-
         return AromaLinear

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ from torch import nn
 
 from ..layer import AdapterLayer
 from ..quantized import dequantized_weight, is_quantized, refuse_merge
-from .config import AromaConfig
+
+if TYPE_CHECKING:  # the config names its layer class: a runtime import would be circular
+    from .config import AromaConfig
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 

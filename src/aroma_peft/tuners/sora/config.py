@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import AdapterConfig, check
+from .layer import SoraLinear
 
 PROX_KINDS = ("official", "soft", "soft_lr")
 GATE_INITS = ("randn", "ones")
@@ -147,6 +148,4 @@ class SoraConfig(AdapterConfig):
         )
 
     def layer_class(self) -> type:
-        from .layer import SoraLinear
-
         return SoraLinear

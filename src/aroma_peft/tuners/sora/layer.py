@@ -11,7 +11,7 @@ export and merging see the same update before and after pruning. On a quantized 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,9 @@ from torch import nn
 
 from ..layer import AdapterLayer
 from ..quantized import is_quantized, refuse_merge
-from .config import SoraConfig
+
+if TYPE_CHECKING:  # the config names its layer class: a runtime import would be circular
+    from .config import SoraConfig
 
 
 class SoraLinear(AdapterLayer):
