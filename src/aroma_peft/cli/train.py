@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from typing import Any
 
-from ..train.config import TrainConfig, field_types, read_config_file, resume_settings
+from ..train.config import TrainConfig, field_types, read_config_file
+from ..train.recipe import resume_settings
 
 GIVEN = argparse.SUPPRESS  # only flags the user gives reach the config (file values stay otherwise)
 

@@ -303,21 +303,6 @@ def resolved(config: TrainConfig, options: Any) -> dict[str, Any]:
 RESUMABLE_CHANGES = ("threads", "quiet", "eval_batch_size", "save_every", "keep_checkpoints", "output_dir")
 
 
-def resume_settings(given: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
-    """``aroma train --resume``: the run's saved settings, with the flags given (see resume_values)."""
-    from .recipe import get_recipe
-
-    if overwrite:
-        raise UserInputError("--resume and --overwrite exclude each other: continue the run, or replace it")
-    if not given.get("output_dir"):
-        raise UserInputError("--resume needs --output-dir (the run to continue)")
-    path = Path(given["output_dir"]) / "config.json"
-    if not path.is_file():
-        raise UserInputError(f"{path.parent}: no run to resume (no config.json)")
-    saved = read_config_file(path)
-    return resume_values(saved, given, get_recipe(str(saved.get("method"))).Options)
-
-
 def resume_values(saved: dict[str, Any], given: dict[str, Any], options_cls: type) -> dict[str, Any]:
     """The settings of a resumed run: the saved ``config.json`` with the flags the user gave, refusing
     (one line, naming the keys) any flag that would change what the run computes."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from .config import TrainConfig, split_options
+from .config import TrainConfig, read_config_file, resume_values, split_options
 
 RECIPES: dict[str, type[Recipe]] = {}
 ADAPTER = "adapter"  # a run's sub-folder holding the trained adapter
@@ -259,6 +259,19 @@ def run_settings(values: dict[str, Any]) -> tuple[TrainConfig, Any]:
     method's options; an option of another method is named as such."""
     recipe = get_recipe(str(values.get("method") or ""))
     return split_options(values, recipe.Options, recipe.name, {n: r.Options for n, r in RECIPES.items()})
+
+
+def resume_settings(given: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+    """``aroma train --resume``: the run's saved settings, with the flags given (see resume_values)."""
+    if overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    if not given.get("output_dir"):
+        raise UserInputError("--resume needs --output-dir (the run to continue)")
+    path = Path(given["output_dir"]) / "config.json"
+    if not path.is_file():
+        raise UserInputError(f"{path.parent}: no run to resume (no config.json)")
+    saved = read_config_file(path)
+    return resume_values(saved, given, get_recipe(str(saved.get("method"))).Options)
 
 
 def block_linears(model: nn.Module) -> list[str]:
