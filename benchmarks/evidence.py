@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -268,6 +269,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
             }
             for e in evals
         ],
+        "train_loss_end": train_loss_end(list(trains.values()), metrics.get("steps")),
         "first_module_finished_at": next(
             (s for s, r in sorted(trains.items()) if r.get("finished_modules")), None
         ),
@@ -281,6 +283,15 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "versions": metrics["versions"],
         "summary": {k: metrics[k] for k in ("sora", "stages") if k in metrics},
     }
+
+
+def train_loss_end(trains: list[dict[str, Any]], steps: int | None) -> float | None:
+    """Mean training loss over the last tenth of the run's steps: how far a method fits the training
+    set at the same budget (beside the dev metric it tells under- from over-fitting)."""
+    if not steps:
+        return None
+    losses = [r["loss"] for r in trains if r["step"] > 0.9 * steps and r.get("loss") is not None]
+    return statistics.fmean(losses) if losses else None
 
 
 def majority_baseline(task: str, data_dir: Path) -> dict[str, float]:

@@ -60,8 +60,9 @@ def headline(records: list[dict[str, Any]]) -> str:
     """Per task x method: report-half metric over seeds, majority baseline, parameters, ranks, time."""
     rows = [
         "| task | method | seeds | selected (report half) | final (report half) | majority | adapter params "
-        "initial / mean / end | total rank end | eff. rank / rank | stopped early | s/step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "initial / mean / end | total rank end | eff. rank / rank | train loss, last 10% | stopped early | "
+        "s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, label), runs in sorted(by_cell(records).items()):
         ok = [r for r in runs if not r.get("diverged")]
@@ -70,6 +71,7 @@ def headline(records: list[dict[str, Any]]) -> str:
         params = param_columns(ok)
         ranks = [r["total_rank_end"] for r in ok if r.get("total_rank_end") is not None]
         ratio = [r["effective_rank_sum"] / r["rank_sum"] for r in ok if r.get("rank_sum")]
+        losses = [r["train_loss_end"] for r in ok if r.get("train_loss_end") is not None]
         stopped = sum(bool(r["stopped_early"]) for r in ok)
         steps = [r["steps"] for r in ok if r["stopped_early"]]
         stop_text = f"{stopped}/{len(ok)}" + (f" (at {min(steps)}-{max(steps)})" if steps else "")
@@ -78,7 +80,8 @@ def headline(records: list[dict[str, Any]]) -> str:
             f"{fmt([score(r) for r in ok])} | {fmt([score(r, 'final_report') for r in ok])} | "
             f"{'-' if majority is None else f'{100 * majority:.1f}'} | {' / '.join(params)} | "
             f"{fmt(ranks) if ranks else '-'} | "
-            f"{f'{statistics.fmean(ratio):.2f}' if ratio else '-'} | {stop_text} | "
+            f"{f'{statistics.fmean(ratio):.2f}' if ratio else '-'} | "
+            f"{f'{statistics.fmean(losses):.3f} ({len(losses)})' if losses else '-'} | {stop_text} | "
             f"{fmt([r['time_per_step_s'] for r in ok]) if ok else '-'} |"
         )
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
@@ -226,6 +229,10 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
         "",
         *intro,
         "## Headline",
+        "",
+        "Train loss, last 10%: the mean training loss over the last tenth of a run's steps (in brackets, "
+        "how many runs recorded it); beside the dev metric it tells a method that under-fits at this "
+        "budget from one that over-fits.",
         "",
         headline(records) or "No run finished yet.\n",
     ]

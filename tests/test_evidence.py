@@ -177,6 +177,10 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert record["settings"]["dev_split"] == "halves"
     assert [p["step"] for p in record["trajectory"]] == [4, 8] or record["stopped_early"]
     assert "first_module_finished_at" in record
+    last = [r["loss"] for r in log if r["type"] == "train" and r["step"] > 0.9 * 8]  # first's: step 8
+    assert json.loads((tmp_path / "res" / f"{first.id}.json").read_text())["train_loss_end"] == pytest.approx(
+        sum(last) / len(last)
+    )
 
     mtimes = [(tmp_path / "res" / f"{r.id}.json").stat().st_mtime_ns for r in runs]
     assert module.main(dirs) == 0

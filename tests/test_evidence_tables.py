@@ -47,11 +47,12 @@ def record(label: str, seed: int, value: float, **extra) -> dict:  # noqa: ANN00
 
 
 def test_headline_mean_std_and_baseline(tables):
-    rows = tables.headline([record("aroma", s, v) for s, v in enumerate((0.80, 0.82, 0.84))]).splitlines()
+    runs = [record("aroma", s, v, train_loss_end=0.1 * s) for s, v in enumerate((0.80, 0.82, 0.84))]
+    rows = tables.headline(runs[:2] + [runs[2] | {"train_loss_end": None}]).splitlines()
     assert rows[2].startswith(
         "| mrpc | aroma | 3 | 82.0 ± 2.0 | 81.0 ± 2.0 | 68.0 | 41.5k / 60.0k / 0 | 40.0 ± 0.0 |"
     )
-    assert "| 0.95 |" in rows[2]
+    assert "| 0.95 | 0.050 (2) |" in rows[2]  # the loss: mean over the runs that recorded it
 
 
 def test_real_difference_only_beyond_two_standard_errors(tables):
