@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evidence_records import machine_note
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "commonsense"
 DOCS = ROOT / "docs" / "results"
@@ -90,15 +92,6 @@ def valid_table(rows: list[dict[str, Any]]) -> str:
         cells = [f"{sets[n]['valid']}/{sets[n]['n']}" if n in sets else "-" for n in names]
         lines.append(f"| {NAMES.get(r['label'], r['label'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def machine_note(rows: list[dict[str, Any]]) -> str:
-    machines = {json.dumps(r["machine"], sort_keys=True) for r in rows if r.get("machine")}
-    described = []
-    for m in sorted(machines):
-        m = json.loads(m)
-        described.append(f"{m.get('cpu')}, {m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads")
-    return "Machine: " + "; ".join(described) + "." if described else ""
 
 
 def curves_table(rows: list[dict[str, Any]]) -> str:

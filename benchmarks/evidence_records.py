@@ -90,3 +90,16 @@ def sora_stages(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
         for r in records
         if r["label"] == "sora" and r["variant"] == "sched" and r.get("summary", {}).get("stages")
     }
+
+
+def machine_text(machine: dict[str, Any]) -> str:
+    threads = machine.get("torch_threads")
+    plural = "" if threads == 1 else "s"
+    return f"{machine.get('cpu')}, {machine.get('cpu_count')} cores, {threads} torch thread{plural}"
+
+
+def machine_note(records: list[dict[str, Any]]) -> str:
+    """The machines the records ran on, once each."""
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in records if r.get("machine")}
+    text = "; ".join(machine_text(json.loads(m)) for m in sorted(machines))
+    return f"Machine: {text or '-'} (shared with other jobs: times are noisy)."

@@ -41,6 +41,7 @@ from evidence_records import (
     fmt,
     is_default,
     load,
+    machine_note,
     param_columns,
     score,
     sora_stages,
@@ -187,14 +188,6 @@ def pending(records: list[dict[str, Any]]) -> str:
         for group, ids in missing.items()
     ]
     return "\n".join(lines) + "\n"
-
-
-def machine_note(records: list[dict[str, Any]]) -> str:
-    machines = {
-        (r["machine"]["cpu"], r["machine"]["cpu_count"], r["machine"]["torch_threads"]) for r in records
-    }
-    text = "; ".join(f"{cpu}, {n} cores, {t} torch thread(s)" for cpu, n, t in sorted(machines))
-    return f"Machine: {text or '-'} (shared with other jobs: times are noisy)."
 
 
 SOURCE = (

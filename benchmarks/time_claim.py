@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evidence import DATA, ROOT, Run  # noqa: E402  (the plan's settings: one source of truth)
+from evidence_records import machine_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "time"
 RUNS = ROOT / "runs" / "time-claim"
@@ -80,9 +81,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Whole training runs, {TASK.upper()}, {result['steps']} planned steps of batch 32 (MiniLM, the "
         f"evidence plan's settings, seed 0), one method after another with nothing else running; "
-        f"{machine['cpu']}, {machine['cpu_count']} cores, {machine['torch_threads']} torch threads, "
-        f"torch {machine['torch']}. A 2-thread run alone holds the load average near 2; the figure "
-        "before a run still carries the decay of the run before it.",
+        f"{machine_text(machine)}, torch {machine['torch']}. A 2-thread run alone holds the load average "
+        "near 2; the figure before a run still carries the decay of the run before it.",
         "",
         f"Command: `{result['command']}`",
         "",
