@@ -87,7 +87,9 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], float | None]] = {
     "full": ("full", {}, 5e-5),
 }
 TABLE = ("base", "lora_r8", "aroma_r1", "aroma_r8", "sora")
-CURVES = {"lora_r8": (1e-4, 5e-4, 2e-3), "aroma_r1": (3e-4, 1e-3, 3e-3), "full": (1e-5, 5e-5)}
+# In the order that answers the question soonest: the upper bound first (if full fine-tuning stays at
+# the majority class, no adapter will leave it), each method's default lr before the rest of its grid.
+CURVES = {"full": (5e-5, 1e-5), "lora_r8": (5e-4, 2e-3, 1e-4), "aroma_r1": (1e-3, 3e-3, 3e-4)}
 
 
 @dataclass(frozen=True)
