@@ -35,7 +35,10 @@ TRANSFER = {"PIQA"}
 
 
 def load(results_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    """Every record, the untrained model first and then the methods in NAMES' order (unknown last)."""
+    records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    order = list(NAMES)
+    return sorted(records, key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
 
 
 def count(n: float) -> str:
