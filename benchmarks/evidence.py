@@ -21,7 +21,7 @@ Finished runs are skipped, interrupted ones resume from their last checkpoint (a
 run is locked while it trains: start the command once per core to run the plan in parallel.
 
     python benchmarks/evidence.py --threads 1            # run what is missing, in plan order
-    python benchmarks/evidence.py --dry-run              # the plan and what is done
+    python benchmarks/evidence.py --dry-run              # the plan, what is done, the hours left
     python benchmarks/evidence.py --only g1 --limit 2    # the next two runs of group 1
     python benchmarks/evidence_tables.py                 # docs/results/*.md from benchmarks/results/
 
@@ -182,6 +182,33 @@ def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
     if (out / "metrics.json").is_file():
         return "finished (result not collected)"
     return "interrupted" if latest(out) is not None else "to do"
+
+
+def remaining_hours(runs: list[Run], results_dir: Path) -> dict[str, tuple[float, int]]:
+    """Per group, the pending runs' wall hours on one core (and how many runs could not be estimated):
+    planned steps x the median wall seconds per planned step of the finished runs of the same task
+    and model (from their records: evaluations, start and end included, on the machine as it was).
+    Every method of a task gets the same rate, so full fine-tuning's heavier steps are underestimated."""
+    import json
+
+    rates: dict[tuple[str, str | None], list[float]] = {}
+    for run in runs:
+        path = results_dir / f"{run.id}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            rate = record["wall_time_s"] / record["planned_steps"]
+            rates.setdefault((run.task, run.model), []).append(rate)
+    hours: dict[str, tuple[float, int]] = {}
+    for run in runs:
+        if (results_dir / f"{run.id}.json").is_file():
+            continue
+        total, unknown = hours.get(run.group, (0.0, 0))
+        rate = rates.get((run.task, run.model))
+        steps = (BUDGETS[run.task] | run.changes)["max_steps"]
+        if rate:
+            total += steps * statistics.median(rate) / 3600
+        hours[run.group] = (total, unknown + (not rate))
+    return hours
 
 
 def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads: int | None) -> dict | None:
@@ -367,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.group}  {run.id:45s} {status(run, args.runs_dir, args.results_dir)}")
         done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
         print(f"{done} of {len(runs)} runs done")
+        for group, (hours, unknown) in remaining_hours(runs, args.results_dir).items():
+            also = f" (+ {unknown} run(s) of a task or model with no finished run yet)" if unknown else ""
+            print(f"{group}: about {hours:.1f} h of one core left{also}")
         return 0
     if args.recollect:
         from aroma_peft.io import write_json

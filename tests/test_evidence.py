@@ -243,3 +243,18 @@ def test_evidence_mpnet_runs_default_to_the_unpacked_pypi_parts(evidence, tmp_pa
     assert module.main(dirs) == 0
     record = json.loads((tmp_path / "res" / f"{mpnet.id}.json").read_text())
     assert record["settings"]["model"] == runs[0].model and record["id"] == "sst2-mpnet-lora_r1-s0"
+
+
+def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_path):
+    module = load_script("evidence")
+    runs = [
+        module.Run("g1", "mrpc", "aroma"),
+        module.Run("g1", "mrpc", "lora_r8"),
+        module.Run("stop", "mrpc", "aroma", 0, 1.0, "steps3000", module.STOP["steps3000"]),
+        module.Run("g5", "cola", "aroma"),
+    ]
+    (tmp_path / f"{runs[0].id}.json").write_text(json.dumps({"wall_time_s": 3600.0, "planned_steps": 1500}))
+    hours = module.remaining_hours(runs, tmp_path)
+    assert hours["g1"] == (pytest.approx(1.0), 0)  # the other MRPC run, at the finished one's rate
+    assert hours["stop"] == (pytest.approx(2.0), 0)  # twice the steps
+    assert hours["g5"] == (0.0, 1)  # no finished CoLA run: not estimated, counted
