@@ -79,6 +79,12 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], float | None]] = {
     "lora_r8": ("lora", {"r": 8, "lora_alpha": 16}, 5e-4),
     "aroma_r1": ("aroma", {"r": 1, "lora_alpha": 2, "eps_out": 1e-3, "t_in": 100}, 1e-3),
     "aroma_r8": ("aroma", {"r": 8, "lora_alpha": 16, "eps_out": 1e-2, "t_in": 200}, 1e-3),
+    # the first piece held to eps_out too (the default before first_piece='keep'): most modules end at rank 0
+    "aroma_r8_check": (
+        "aroma",
+        {"r": 8, "lora_alpha": 16, "eps_out": 1e-2, "t_in": 200, "first_piece": "check"},
+        1e-3,
+    ),
     "sora": (
         "sora",
         {"r_max": 8, "lora_alpha": 16, "sparse_lambda": 10, "xi": 3e-4, "prox": "official"},
@@ -86,7 +92,7 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], float | None]] = {
     ),
     "full": ("full", {}, 5e-5),
 }
-TABLE = ("base", "lora_r8", "aroma_r1", "aroma_r8", "sora")
+TABLE = ("base", "lora_r8", "aroma_r1", "aroma_r8", "sora", "aroma_r8_check")
 # In the order that answers the question soonest: the upper bound first (if full fine-tuning stays at
 # the majority class, no adapter will leave it), each method's default lr before the rest of its grid.
 CURVES = {"full": (5e-5, 1e-5), "lora_r8": (5e-4, 2e-3, 1e-4), "aroma_r1": (1e-3, 3e-3, 3e-4)}

@@ -29,6 +29,7 @@ NAMES = {
     "aroma_r1": "AROMA r=1",
     "aroma_r8": "AROMA r=8 blocks",
     "sora": "SoRA (r_max 8)",
+    "aroma_r8_check": "AROMA r=8 blocks, first piece checked",
     "full": "full fine-tuning",
 }
 TRANSFER = {"PIQA"}

@@ -28,7 +28,7 @@ def trained(tiny_net, batch, steps: int = 45, **overrides):
     return model, ctl
 
 
-@pytest.mark.parametrize("eps_out", [0.0, 0.04])
+@pytest.mark.parametrize("eps_out", [0.0, 0.07])  # 0.07: "up" finishes at its second piece
 def test_save_load_gives_identical_outputs(tiny_net, batch, tmp_path, eps_out) -> None:
     base = copy.deepcopy(tiny_net)
     model, ctl = trained(tiny_net, batch, eps_out=eps_out)
@@ -56,7 +56,7 @@ def test_merge_and_unload_gives_identical_outputs(tiny_net, batch) -> None:
     torch.testing.assert_close(plain(x), expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("eps_out", [0.0, 0.04])
+@pytest.mark.parametrize("eps_out", [0.0, 0.07])  # 0.07: "up" finishes at its second piece
 def test_export_lora_loads_in_peft_with_identical_outputs(tiny_net, batch, tmp_path, eps_out) -> None:
     from peft import PeftModel
 

@@ -121,6 +121,25 @@ def test_global_sync_ends_pieces_together_and_merges_without_changing_function(t
         assert layer.lora_A.grad is None  # the old piece's gradient can never reach the new piece
 
 
+def test_first_piece_is_kept_without_the_outer_check_unless_asked(tiny_net, batch) -> None:
+    """eps_out so large that every piece fails the outer check: 'keep' (the reference code) still
+    merges each module's first piece and finishes at the second; 'check' finishes untrained."""
+    ranks = {}
+    for first_piece in ("keep", "check"):
+        model = adapt(copy.deepcopy(tiny_net), config(eps_out=10.0, t_in=10, first_piece=first_piece))
+        opt = torch.optim.Adam(model.optimizer_param_groups(1e-2))
+        ctl = AromaController(model, opt)
+        train(model, opt, ctl, batch, 100)
+        assert ctl.finished
+        ranks[first_piece] = ctl.ranks()
+        assert [e["event"] for e in ctl.events if e["module"] == "up"] == (
+            ["merge", "finish"] if first_piece == "keep" else ["finish"]
+        )
+    assert ranks == {"keep": {"up": 1, "down": 1}, "check": {"up": 0, "down": 0}}
+    with pytest.raises(ValueError, match="first_piece='first' is invalid"):
+        config(first_piece="first")
+
+
 def test_module_sync_runs_modules_on_their_own_clock(tiny_net, batch) -> None:
     model = adapt(tiny_net, config(sync="module", eps_out=0.0, t_in=1000, eps_in=0.05, rewarmup_steps=20))
     groups = model.optimizer_param_groups(1e-2)

@@ -81,6 +81,7 @@ AROMA = {
     ),
     "inner_criterion": (["paper", "abs", "delta", "none"], words(("paper", "abs", "delta", "none"))),
     "outer_criterion": (["paper", "lr"], words(("paper", "lr"))),
+    "first_piece": (["keep", "check"], words(("keep", "check"))),
     "sync": (["global", "module"], words(("global", "module"))),
 }
 SORA = {

@@ -30,6 +30,7 @@ OVERRIDES = {
         "eps_in",
         "eps_out",
         "outer_criterion",
+        "first_piece",
         "t_in",
         "check_interval",
         "warmup_steps",

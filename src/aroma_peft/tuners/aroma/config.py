@@ -9,6 +9,7 @@ from .layer import AromaLinear
 
 INNER_CRITERIA = ("paper", "abs", "delta", "none")
 OUTER_CRITERIA = ("paper", "lr")
+FIRST_PIECES = ("keep", "check")
 OPTIMIZER_RESETS = ("prune", "zero", "none")
 SYNC_MODES = ("global", "module")
 
@@ -37,6 +38,14 @@ class AromaConfig(AdapterConfig):
             "mean, over the piece's steps, of the lr schedule's factor (the lr used over the peak lr, "
             "without AROMA's own warmup and re-warmup), so a piece is judged by what it learned per unit "
             "of lr and a decaying schedule cannot finish a module by itself."
+        },
+    )
+    first_piece: str = field(
+        default="keep",
+        metadata={
+            "help": "'keep' (the reference code): a module's first piece is merged without the outer "
+            "check, so no adapted module ends untrained; 'check': the first piece must pass eps_out like "
+            "the rest, and a module whose first piece is too small finishes with rank 0."
         },
     )
     t_in: int = field(default=1000, metadata={"help": "Most optimizer steps one piece may train (T_in)."})
@@ -86,6 +95,7 @@ class AromaConfig(AdapterConfig):
             self.outer_criterion,
             f"use one of {OUTER_CRITERIA}",
         )
+        check(self.first_piece in FIRST_PIECES, "first_piece", self.first_piece, f"use one of {FIRST_PIECES}")
         check(self.t_in >= 1, "t_in", self.t_in, "use a number of steps >= 1")
         check(self.check_interval >= 1, "check_interval", self.check_interval, "use a number of steps >= 1")
         check(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, "use None or >= 1")

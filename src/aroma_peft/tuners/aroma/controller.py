@@ -163,7 +163,12 @@ class AromaController:
             )
             for n in names
         ]
-        keep = self._agree([not schedule.module_finished(r, self.config.eps_out) for r in ratios])
+        keep = self._agree(
+            [
+                schedule.keep_piece(r, self.config.eps_out, layers[n].rank == 0, self.config.first_piece)
+                for n, r in zip(names, ratios)
+            ]
+        )
         for name, ratio, kept in zip(names, ratios, keep):
             layer, lr_factor = layers[name], self._lr_factor(name)
             if kept:

@@ -58,3 +58,10 @@ def outer_ratio(scaling: float, piece_norm: float, weight_norm: float, lr_factor
 def module_finished(ratio: float, eps_out: float) -> bool:
     """The outer criterion: a piece this small relative to the weight means the module is done."""
     return ratio < eps_out
+
+
+def keep_piece(ratio: float, eps_out: float, first: bool, first_piece: str) -> bool:
+    """Whether an ended piece is merged (and the module grows on). The reference code has no outer
+    check for a module's first piece (its ratio needs a predecessor): with ``first_piece='keep'`` a
+    module always keeps what its first piece learned instead of finishing untrained."""
+    return (first and first_piece == "keep") or not module_finished(ratio, eps_out)
