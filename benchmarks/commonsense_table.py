@@ -279,6 +279,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
             k: v for k, v in config.items() if k not in ("output_dir", "data_dir", "eval_data_dir", "quiet")
         },
         "trainable_params": metrics["trainable_params"],
+        "adapter_params_pruned": metrics.get("adapter_params_pruned"),  # SoRA: the compact LoRA it ships
         "total_rank_end": metrics.get("total_rank_end"),
         "dropped_train_examples": metrics.get("dropped_train_examples", 0),
         "steps": metrics["steps"],

@@ -73,8 +73,9 @@ def accuracy_table(rows: list[dict[str, Any]], mode: str) -> str:
             s = sets.get(n)
             cells.append("-" if s is None else f"{s['accuracy']:.1f}{'*' if s['above_majority'] else ''}")
         cells.append(f"{r['evaluation'][mode]['average']:.1f}")
-        p = r["trainable_params"]
-        cells.append(f"{count(p['start'])} / {count(p['mean'])} / {count(p['end'])}")
+        p, pruned = r["trainable_params"], r.get("adapter_params_pruned")
+        end = count(p["end"]) if pruned is None else f"{count(pruned)} (pruned)"  # SoRA: its compact LoRA
+        cells.append(f"{count(p['start'])} / {count(p['mean'])} / {end}")
         cells += [hours(r.get("train_time_s")), hours(r["evaluation"][mode]["seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     majority = {n: s["majority_class"] for r in rows for n, s in r["evaluation"][mode]["sets"].items()}

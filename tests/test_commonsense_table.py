@@ -138,3 +138,20 @@ def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
         values = run.values(tmp_path / run.id, tmp_path, threads=1, model=None)
         config, _ = run_settings(values)
         assert config.max_seq_len == 256 and config.batch_size == 8 and config.lr == run.learning_rate
+
+
+def test_sora_row_shows_the_pruned_lora_it_ships(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    sets = {"BoolQ": {"accuracy": 60.0, "above_majority": False, "majority_class": 62.0}}
+    row = {
+        "label": "sora",
+        "evaluation": {"loglik": {"sets": sets, "average": 60.0, "seconds": 60.0}},
+        "trainable_params": {"start": 1_660_080, "mean": 1_660_080, "end": 1_660_080},
+        "train_time_s": 3600.0,
+    }
+    assert "1.66M / 1.66M / 1.66M |" in tables.accuracy_table([row], "loglik")
+    pruned = tables.accuracy_table([row | {"adapter_params_pruned": 958_848}], "loglik")
+    assert "1.66M / 1.66M / 0.96M (pruned) |" in pruned
