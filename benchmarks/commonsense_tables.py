@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evidence_records import machine_note
+from evidence_records import machine_note, params_at
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "commonsense"
@@ -73,9 +73,8 @@ def accuracy_table(rows: list[dict[str, Any]], mode: str) -> str:
             s = sets.get(n)
             cells.append("-" if s is None else f"{s['accuracy']:.1f}{'*' if s['above_majority'] else ''}")
         cells.append(f"{r['evaluation'][mode]['average']:.1f}")
-        p, pruned = r["trainable_params"], r.get("adapter_params_pruned")
-        end = count(p["end"]) if pruned is None else f"{count(pruned)} (pruned)"  # SoRA: its compact LoRA
-        cells.append(f"{count(p['start'])} / {count(p['mean'])} / {end}")
+        params = " / ".join(count(params_at(r, k, "trainable_params")) for k in ("start", "mean", "end"))
+        cells.append(params + (" (pruned)" if r.get("adapter_params_pruned") is not None else ""))
         cells += [hours(r.get("train_time_s")), hours(r["evaluation"][mode]["seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     majority = {n: s["majority_class"] for r in rows for n, s in r["evaluation"][mode]["sets"].items()}

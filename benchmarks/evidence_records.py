@@ -57,11 +57,11 @@ def by_cell(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[st
     return cells
 
 
-def params_at(record: dict[str, Any], key: str) -> float:
-    """Adapter parameters at ``key`` (start / mean / end); SoRA's end is the compact LoRA of its
-    non-zero gates, which is what it ships."""
+def params_at(record: dict[str, Any], key: str, counts: str = "adapter_params") -> float:
+    """Parameters at ``key`` (start / mean / end) from the record's ``counts``; SoRA's end is the
+    compact LoRA of its non-zero gates, which is what it ships."""
     pruned = record.get("adapter_params_pruned")
-    return pruned if key == "end" and pruned is not None else record["adapter_params"][key]
+    return pruned if key == "end" and pruned is not None else record[counts][key]
 
 
 def param_columns(runs: list[dict[str, Any]]) -> list[str]:

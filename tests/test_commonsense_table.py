@@ -22,6 +22,13 @@ def load_table(monkeypatch):  # noqa: ANN001, ANN201
     return module
 
 
+def load_tables():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def table(monkeypatch):  # noqa: ANN201
     """The plan at a tiny budget: 2 steps, 3 test items per set, one curve run on BoolQ."""
@@ -112,9 +119,7 @@ def test_tables_and_curves_from_the_results(
     assert set(curve["evaluation"]) == {"loglik"} and set(curve["evaluation"]["loglik"]["sets"]) == {"BoolQ"}
     assert set(curve["held_out_majority"]) == {"BoolQ"}
 
-    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    tables = load_tables()
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{tables.START}\nold table\n{tables.END}\nrest\n")
     docs = tmp_path / "docs"
@@ -141,10 +146,8 @@ def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
 
 
 def test_sora_row_shows_the_pruned_lora_it_ships(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
+    monkeypatch.syspath_prepend(str(BENCH))  # the tables import evidence_records beside them
+    tables = load_tables()
     sets = {"BoolQ": {"accuracy": 60.0, "above_majority": False, "majority_class": 62.0}}
     row = {
         "label": "sora",
