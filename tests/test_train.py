@@ -9,7 +9,14 @@ from aroma_peft.data import Example
 from aroma_peft.errors import UserInputError
 from aroma_peft.train import RECIPES, batches, outputs
 from aroma_peft.train.aroma import AromaOptions
-from aroma_peft.train.config import TrainConfig, coerce, read_config_file, resolved, split_options
+from aroma_peft.train.config import (
+    TrainConfig,
+    coerce,
+    read_config_file,
+    resolved,
+    resume_values,
+    split_options,
+)
 from aroma_peft.train.loop import linear_schedule
 from aroma_peft.train.recipe import block_linears, default_heads
 
@@ -61,6 +68,10 @@ def test_read_config_file(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"max-steps": 3, "lr": 0.001}')
     assert read_config_file(path) == {"max_steps": 3, "lr": 0.001}
+    path.write_text('{"lr": }')
+    with pytest.raises(UserInputError, match=r"c.json:1: not valid JSON"):
+        read_config_file(path)
+    path = tmp_path / "c.yaml"
     path.write_text("- a\n- b\n")
     with pytest.raises(UserInputError, match="expected a mapping of option: value, found a list"):
         read_config_file(path)
@@ -140,3 +151,15 @@ def test_every_recipe_has_documented_options():
 
 def test_train_config_defaults_are_valid():
     assert TrainConfig(task="rte", method="lora", output_dir="x").check() == []
+
+
+def test_resume_accepts_the_saved_value_in_another_spelling(tmp_path):
+    """A run's config.json holds lr 5e-05; resuming it with the same lr is no change (PyYAML would read
+    that JSON number as the string '5e-05')."""
+    path = tmp_path / "config.json"
+    path.write_text('{"lr": 5e-05, "max_steps": 10, "threads": 2}')
+    saved = read_config_file(path)
+    assert saved["lr"] == 5e-05
+    assert resume_values(saved, {"lr": 5e-05, "max_steps": "10", "threads": 1}, AromaOptions)["threads"] == 1
+    with pytest.raises(UserInputError, match=r"lr=0.0001 \(the run has 5e-05\)"):
+        resume_values(saved, {"lr": 1e-4}, AromaOptions)

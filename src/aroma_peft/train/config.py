@@ -8,6 +8,7 @@ recipe's ``Options`` dataclass. Problems are reported all at once, each naming t
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -201,14 +202,18 @@ class TrainConfig:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A flat mapping from a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+    """A flat mapping from a YAML or JSON file. ``.json`` goes through the JSON parser: PyYAML (YAML 1.1)
+    reads a JSON number such as ``5e-05`` as a string."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -311,8 +316,10 @@ def resume_values(saved: dict[str, Any], given: dict[str, Any], options_cls: typ
     for key, value in given.items():
         if key in RESUMABLE_CHANGES:
             continue
-        old = saved.get(key)
-        new = coerce(key, value, hints[key]) if key in hints else value
+        old, new = saved.get(key), value
+        if key in hints:  # a saved '5e-05' (YAML) and a given 5e-05 are the same setting
+            new = coerce(key, value, hints[key])
+            old = old if old is None else coerce(key, old, hints[key])
         if new != old:
             changed.append(f"{key}={new!r} (the run has {old!r})")
     if changed:
