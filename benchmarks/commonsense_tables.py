@@ -18,6 +18,8 @@ from typing import Any
 
 from evidence_records import machine_note, params_at
 
+from aroma_peft.report.table import fmt_params
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "commonsense"
 DOCS = ROOT / "docs" / "results"
@@ -40,10 +42,6 @@ def load(results_dir: Path) -> list[dict[str, Any]]:
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
     order = list(NAMES)
     return sorted(records, key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
-
-
-def count(n: float) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,.0f}"
 
 
 def hours(seconds: float | None) -> str:
@@ -73,7 +71,7 @@ def accuracy_table(rows: list[dict[str, Any]], mode: str) -> str:
             s = sets.get(n)
             cells.append("-" if s is None else f"{s['accuracy']:.1f}{'*' if s['above_majority'] else ''}")
         cells.append(f"{r['evaluation'][mode]['average']:.1f}")
-        params = " / ".join(count(params_at(r, k, "trainable_params")) for k in ("start", "mean", "end"))
+        params = " / ".join(fmt_params(params_at(r, k, "trainable_params")) for k in ("start", "mean", "end"))
         cells.append(params + (" (pruned)" if r.get("adapter_params_pruned") is not None else ""))
         cells += [hours(r.get("train_time_s")), hours(r["evaluation"][mode]["seconds"])]
         lines.append("| " + " | ".join(cells) + " |")

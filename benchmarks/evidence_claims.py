@@ -21,7 +21,6 @@ import commonsense_tables
 from evidence import RESETS, SENSITIVITY, STOP, STOP_LR, plan
 from evidence_records import (
     by_cell,
-    count,
     difference,
     fmt,
     is_default,
@@ -32,6 +31,8 @@ from evidence_records import (
 )
 from time_claim import PAPER as PAPER_TIME_SHARE
 from time_claim import RESULTS as TIME_RESULTS
+
+from aroma_peft.report.table import fmt_params
 
 Records = list[dict[str, Any]]
 TASKS = ("mrpc", "sst2")
@@ -158,7 +159,10 @@ def claim_params(records: Records) -> tuple[str, str]:
     for task in TASKS:
         runs = [r for r in cells.get((task, "aroma"), []) if not r.get("diverged")]
         p = (
-            [count(statistics.fmean(r["adapter_params"][k] for r in runs)) for k in ("start", "mean", "end")]
+            [
+                fmt_params(statistics.fmean(r["adapter_params"][k] for r in runs))
+                for k in ("start", "mean", "end")
+            ]
             if runs
             else []
         )
@@ -667,7 +671,7 @@ def knob_guide(records: Records) -> str:
             verdict = "" if spread is None else (" matters" if abs(diff) > spread else " within the spread")
             parts.append(
                 f"{SENSITIVITY[v]} {score(r):.1f} ({diff:+.1f}{verdict}; rank {r['total_rank_end']}, "
-                f"mean params {count(r['adapter_params']['mean'])})"
+                f"mean params {fmt_params(r['adapter_params']['mean'])})"
             )
         lines.append("  Measured: " + "; ".join(parts) + ".")
     grid = [

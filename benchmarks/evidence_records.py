@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from aroma_peft.report.table import fmt_params
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -34,12 +36,6 @@ def fmt(values: list[float]) -> str:
         return "-"
     mean, std = mean_std(values)
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
-
-
-def count(n: float | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
 
 
 def is_default(record: dict[str, Any]) -> bool:
@@ -67,8 +63,8 @@ def params_at(record: dict[str, Any], key: str, counts: str = "adapter_params") 
 def param_columns(runs: list[dict[str, Any]]) -> list[str]:
     """Mean adapter parameters initial / mean / end over runs, the end marked when it is a pruned LoRA."""
     if not runs:
-        return [count(None)] * 3
-    params = [count(statistics.fmean(params_at(r, k) for r in runs)) for k in ("start", "mean", "end")]
+        return [fmt_params(None)] * 3
+    params = [fmt_params(statistics.fmean(params_at(r, k) for r in runs)) for k in ("start", "mean", "end")]
     if any(r.get("adapter_params_pruned") is not None for r in runs):
         params[2] += " (pruned)"
     return params

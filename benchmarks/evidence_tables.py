@@ -36,7 +36,6 @@ from evidence_records import (
     RESULTS,
     ROOT,
     by_cell,
-    count,
     difference,
     fmt,
     is_default,
@@ -46,6 +45,8 @@ from evidence_records import (
     score,
     sora_stages,
 )
+
+from aroma_peft.report.table import fmt_params
 
 DOCS = ROOT / "docs" / "results"
 PAIRS = (
@@ -152,7 +153,7 @@ def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str
             f"| {r['task']} | {r['variant'] or 'default'} | {r['planned_steps']} | {first} | {stop} | "
             f"{score(r):.1f} | "
             f"{100 * best:.1f} | {score(r, 'final_report'):.1f} | {r['total_rank_end']} | "
-            f"{count(r['adapter_params']['mean'])} |"
+            f"{fmt_params(r['adapter_params']['mean'])} |"
         )
     return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 

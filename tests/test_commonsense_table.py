@@ -157,4 +157,4 @@ def test_sora_row_shows_the_pruned_lora_it_ships(monkeypatch):
     }
     assert "1.66M / 1.66M / 1.66M |" in tables.accuracy_table([row], "loglik")
     pruned = tables.accuracy_table([row | {"adapter_params_pruned": 958_848}], "loglik")
-    assert "1.66M / 1.66M / 0.96M (pruned) |" in pruned
+    assert "1.66M / 1.66M / 958.8k (pruned) |" in pruned
