@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from test_commonsense_train import data  # noqa: F401
+from test_evidence import load_script
 from tiny_llm import tiny_llm_dir  # noqa: F401
-
-BENCH = Path(__file__).parents[1] / "benchmarks"
-
-
-def load_table(monkeypatch):  # noqa: ANN001, ANN201
-    spec = importlib.util.spec_from_file_location("commonsense_table", BENCH / "commonsense_table.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "commonsense_table", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_tables():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("commonsense_tables", BENCH / "commonsense_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def table(monkeypatch):  # noqa: ANN201
     """The plan at a tiny budget: 2 steps, 3 test items per set, one curve run on BoolQ."""
-    module = load_table(monkeypatch)
+    module = load_script("commonsense_table")
     tiny = {
         "max_train_samples": None,
         "max_steps": 2,
@@ -99,7 +80,7 @@ def test_above_majority_is_two_standard_errors(table):
 
 
 def test_plan_has_one_budget_and_both_groups(monkeypatch):
-    table = load_table(monkeypatch)
+    table = load_script("commonsense_table")
     runs = table.plan()
     assert [r.id for r in runs if r.group == "table"] == [f"cs-{m}" for m in table.TABLE]
     assert {r.label for r in runs if r.group == "curves"} == {"lora_r8", "aroma_r1", "full"}
@@ -119,7 +100,7 @@ def test_tables_and_curves_from_the_results(
     assert set(curve["evaluation"]) == {"loglik"} and set(curve["evaluation"]["loglik"]["sets"]) == {"BoolQ"}
     assert set(curve["held_out_majority"]) == {"BoolQ"}
 
-    tables = load_tables()
+    tables = load_script("commonsense_tables")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{tables.START}\nold table\n{tables.END}\nrest\n")
     docs = tmp_path / "docs"
@@ -136,7 +117,7 @@ def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
     """A misspelt option fails here, not hours into the plan."""
     from aroma_peft.train import run_settings
 
-    table = load_table(monkeypatch)
+    table = load_script("commonsense_table")
     for run in table.plan():
         if run.method is None:
             continue
@@ -145,9 +126,8 @@ def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
         assert config.max_seq_len == 256 and config.batch_size == 8 and config.lr == run.learning_rate
 
 
-def test_sora_row_shows_the_pruned_lora_it_ships(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # the tables import evidence_records beside them
-    tables = load_tables()
+def test_sora_row_shows_the_pruned_lora_it_ships():
+    tables = load_script("commonsense_tables")
     sets = {"BoolQ": {"accuracy": 60.0, "above_majority": False, "majority_class": 62.0}}
     row = {
         "label": "sora",

@@ -316,10 +316,8 @@ def resume_values(saved: dict[str, Any], given: dict[str, Any], options_cls: typ
     for key, value in given.items():
         if key in RESUMABLE_CHANGES:
             continue
-        old, new = saved.get(key), value
-        if key in hints:  # a saved '5e-05' (YAML) and a given 5e-05 are the same setting
-            new = coerce(key, value, hints[key])
-            old = old if old is None else coerce(key, old, hints[key])
+        old = saved.get(key)
+        new = coerce(key, value, hints[key]) if key in hints else value
         if new != old:
             changed.append(f"{key}={new!r} (the run has {old!r})")
     if changed:
