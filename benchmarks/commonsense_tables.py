@@ -97,9 +97,9 @@ def valid_table(rows: list[dict[str, Any]]) -> str:
 
 
 def curves_table(rows: list[dict[str, Any]]) -> str:
-    head = ["run", "lr", "steps", "held-out best (step)", "held-out final", "held-out majority"]
-    lines = ["| " + " | ".join([*head, "test (loglik)", "test majority"]) + " |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    head = ["run", "lr", "steps", "train loss, last 100", "held-out best (step)", "held-out final"]
+    lines = ["| " + " | ".join([*head, "held-out majority", "test (loglik)", "test majority"]) + " |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         curve = [(e["step"], e["metrics"]["average"]) for e in r.get("held_out", [])]
         best = max(curve, key=lambda c: c[1]) if curve else None
@@ -109,6 +109,7 @@ def curves_table(rows: list[dict[str, Any]]) -> str:
             NAMES.get(r["label"], r["label"]),
             f"{r['lr']:g}",
             str(r.get("steps", "-")),
+            f"{loss_windows(r)[-1][1]:.3f}" if r.get("loss") else "-",
             f"{best[1]:.1f} ({best[0]})" if best else "-",
             f"{curve[-1][1]:.1f}" if curve else "-",
             f"{sum(majority.values()) / len(majority):.1f}" if majority else "-",
@@ -119,8 +120,18 @@ def curves_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loss_windows(record: dict[str, Any], window: int = 100) -> list[tuple[int, float]]:
+    """Mean training loss of each ``window`` steps, at the window's last step: single steps are noisy."""
+    losses = record["loss"]
+    return [
+        (chunk[-1]["step"], sum(e["loss"] for e in chunk) / len(chunk))
+        for chunk in (losses[i : i + window] for i in range(0, len(losses), window))
+    ]
+
+
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Held-out accuracy against step, one line per run, the held-out majority class dashed."""
+    """Held-out accuracy (the held-out majority class dashed) and training loss against step, one line
+    per run."""
     rows = [r for r in rows if r.get("held_out")]
     if not rows:
         return False
@@ -129,22 +140,25 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in rows:
+        label = f"{NAMES.get(r['label'], r['label'])}, lr {r['lr']:g}"
         steps = [e["step"] for e in r["held_out"]]
-        ax.plot(
-            steps,
-            [e["metrics"]["average"] for e in r["held_out"]],
-            marker=".",
-            label=f"{NAMES.get(r['label'], r['label'])}, lr {r['lr']:g}",
-        )
+        acc_ax.plot(steps, [e["metrics"]["average"] for e in r["held_out"]], marker=".", label=label)
+        if r.get("loss"):
+            loss_ax.plot(*zip(*loss_windows(r), strict=True), marker=".", label=label)
     majority = rows[0].get("held_out_majority", {})
     if majority:
-        ax.axhline(sum(majority.values()) / len(majority), color="k", ls="--", lw=1, label="majority class")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out accuracy (%, loglik)")
-    ax.set_title(f"SmolLM2-135M (Q4_1 dequantized) on {', '.join(sorted(majority)) or 'held-out sets'}")
-    ax.legend(fontsize=7)
+        acc_ax.axhline(
+            sum(majority.values()) / len(majority), color="k", ls="--", lw=1, label="majority class"
+        )
+    acc_ax.set_xlabel("optimizer step")
+    acc_ax.set_ylabel("held-out accuracy (%, loglik)")
+    acc_ax.legend(fontsize=7)
+    loss_ax.set_xlabel("optimizer step")
+    loss_ax.set_ylabel("training loss (mean of 100 steps)")
+    loss_ax.legend(fontsize=7)
+    fig.suptitle(f"SmolLM2-135M (Q4_1 dequantized) on {', '.join(sorted(majority)) or 'held-out sets'}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
