@@ -94,8 +94,10 @@ METHODS: dict[str, tuple[str | None, dict[str, Any], float | None]] = {
 }
 TABLE = ("base", "lora_r8", "aroma_r1", "aroma_r8", "sora", "aroma_r8_check")
 # In the order that answers the question soonest: the upper bound first (if full fine-tuning stays at
-# the majority class, no adapter will leave it), each method's default lr before the rest of its grid.
-CURVES = {"full": (5e-5, 1e-5), "lora_r8": (5e-4, 2e-3, 1e-4), "aroma_r1": (1e-3, 3e-3, 3e-4)}
+# the majority class, no adapter will leave it), each method's default lr, then a larger one: full
+# fine-tuning at 5e-5 does not fit the training answers (docs/commonsense.md), so a smaller lr cannot
+# help and is not run.
+CURVES = {"full": (5e-5, 2e-4), "lora_r8": (5e-4, 2e-3), "aroma_r1": (1e-3, 3e-3)}
 
 
 @dataclass(frozen=True)
