@@ -79,7 +79,7 @@ def test_above_majority_is_two_standard_errors(table):
     assert table.above_majority(60.5, 50.0, 100)
 
 
-def test_plan_has_one_budget_and_both_groups(monkeypatch):
+def test_plan_has_one_budget_and_both_groups():
     table = load_script("commonsense_table")
     runs = table.plan()
     assert [r.id for r in runs if r.group == "table"] == [f"cs-{m}" for m in table.TABLE]
@@ -114,7 +114,7 @@ def test_tables_and_curves_from_the_results(
     assert (docs / "commonsense-curves.png").stat().st_size > 1000
 
 
-def test_every_planned_run_has_valid_settings(monkeypatch, tmp_path):
+def test_every_planned_run_has_valid_settings(tmp_path):
     """A misspelt option fails here, not hours into the plan."""
     from aroma_peft.train import run_settings
 
