@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,23 @@ def test_checkpoint_and_fault_settings_are_checked(field, value, match):
 
     config = TrainConfig(task="sst2", method="lora", output_dir="x", **{field: value})
     assert config.check() == [match]
+
+
+def test_adalora_with_a_module_pruned_to_rank_zero_saves_without_a_sharding_warning(tiny, tmp_path):
+    """PEFT reads a zero-sized lora_A / lora_B as unsharded ZeRO-3 / FSDP tensors; for AdaLoRA it is
+    the allocation, so the save stays quiet and the adapter loads back with its rank pattern."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForSequenceClassification
+
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args_for(tiny, "adalora", run, "--target-r", "1")) == 0
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert any(0 in t.shape for key, t in saved.items() if ".lora_A" in key)  # a module at rank 0
+    assert not [w for w in caught if "invalid shape" in str(w.message)]
+    base = AutoModelForSequenceClassification.from_pretrained(tiny["model"])
+    loaded = get_peft_model_state_dict(PeftModel.from_pretrained(base, run / "adapter"))
+    assert loaded.keys() == saved.keys()
+    for key, tensor in saved.items():
+        assert torch.equal(loaded[key], tensor), key
