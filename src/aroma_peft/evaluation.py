@@ -21,6 +21,7 @@ METRICS = "metrics.json"
 def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
     """The run's trained model: ``model/`` for full fine-tuning, else ``base`` with ``adapter/``."""
     from .train import get_recipe
+    from .train.lora import load_peft_adapter
     from .train.recipe import FrozenBaseRecipe
     from .tuners.model import CONFIG_NAME, FORMAT, load
 
@@ -36,9 +37,7 @@ def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
             return recipe.load(base, adapter)  # bitfit, adapterh, adapterp: the trained tensors by name
     except AdapterFileError as err:
         raise UserInputError(f"{run_dir}: no trained adapter or model ({err})") from None
-    from peft import PeftModel  # lora, adalora
-
-    return PeftModel.from_pretrained(base, str(adapter))
+    return load_peft_adapter(base, adapter)  # lora, adalora
 
 
 def evaluate(

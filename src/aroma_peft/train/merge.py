@@ -73,9 +73,9 @@ def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
     adapter = run / "adapter"
     try:
         if is_peft_adapter(adapter):
-            from peft import PeftModel
+            from .lora import load_peft_adapter
 
-            return PeftModel.from_pretrained(base, adapter).merge_and_unload(), tokenizer
+            return load_peft_adapter(base, adapter).merge_and_unload(), tokenizer
         from ..tuners.model import load
 
         return load(base, adapter).merge_and_unload(), tokenizer
