@@ -9,14 +9,13 @@ with it, lr 1e-3 and the budget phase between 10% and 70% of the run it learns (
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .lora import PeftRecipe
+from .lora import PeftRecipe, adalora_false_alarms_silenced
 
 
 @dataclass
@@ -113,11 +112,7 @@ class AdaloraRecipe(PeftRecipe):
         self._ranks = dict(state["ranks"])
 
     def save(self, directory: Path) -> None:
-        """PEFT saves a module pruned to rank 0 as a zero-sized ``lora_A`` / ``lora_B`` and warns that
-        ZeRO-3 / FSDP shards were not gathered: here that shape is the allocation, not a sharding
-        fault, and the adapter loads back (``rank_pattern``), so that one warning is silenced."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+        with adalora_false_alarms_silenced():  # modules pruned to rank 0 are zero-sized tensors
             super().save(directory)
 
     def adalora_config(self) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,25 @@ from .recipe import Recipe
 PEFT_PREFIX = "base_model.model."
 
 
+@contextmanager
+def adalora_false_alarms_silenced() -> Iterator[None]:
+    """peft 0.21 raises two false alarms about AdaLoRA modules pruned to rank 0: at saving, that their
+    zero-sized ``lora_A`` / ``lora_B`` are unsharded ZeRO-3 / FSDP tensors (the shape is the
+    allocation); at loading, that AdaLoRA's own ``rank_pattern`` keys (``<module>.lora_E``) "did not
+    match any targeted module and were ignored" (AdaLoRA resizes every module by them). Any other
+    unmatched key still warns."""
+    only_lora_e = r"\[('[^']*\.lora_E'(, )?)+\]\.$"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+        warnings.filterwarnings("ignore", message=r"The following rank_pattern keys .*: " + only_lora_e)
+        yield
+
+
 def load_peft_adapter(base: nn.Module, adapter: Path) -> nn.Module:
-    """``PeftModel.from_pretrained``, without one false alarm: peft 0.21 warns that AdaLoRA's own
-    ``rank_pattern`` keys (``<module>.lora_E``) "did not match any targeted module and were ignored",
-    yet AdaLoRA resizes every module by them (the load-back test in test_resume checks the shapes)."""
+    """``PeftModel.from_pretrained`` without AdaLoRA's false alarms."""
     from peft import PeftModel
 
-    with warnings.catch_warnings():
-        only_lora_e = r"\[('[^']*\.lora_E'(, )?)+\]\.$"  # any other unmatched key still warns
-        warnings.filterwarnings("ignore", message=r"The following rank_pattern keys .*: " + only_lora_e)
+    with adalora_false_alarms_silenced():
         return PeftModel.from_pretrained(base, str(adapter))
 
 
