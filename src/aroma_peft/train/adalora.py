@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .lora import PeftRecipe, adalora_false_alarms_silenced
+from .lora import PeftRecipe, peft_false_alarms_silenced
 
 
 @dataclass
@@ -112,7 +112,7 @@ class AdaloraRecipe(PeftRecipe):
         self._ranks = dict(state["ranks"])
 
     def save(self, directory: Path) -> None:
-        with adalora_false_alarms_silenced():  # modules pruned to rank 0 are zero-sized tensors
+        with peft_false_alarms_silenced():  # modules pruned to rank 0 are zero-sized tensors
             super().save(directory)
 
     def adalora_config(self) -> Any:

@@ -18,24 +18,26 @@ PEFT_PREFIX = "base_model.model."
 
 
 @contextmanager
-def adalora_false_alarms_silenced() -> Iterator[None]:
-    """peft 0.21 raises two false alarms about AdaLoRA modules pruned to rank 0: at saving, that their
-    zero-sized ``lora_A`` / ``lora_B`` are unsharded ZeRO-3 / FSDP tensors (the shape is the
-    allocation); at loading, that AdaLoRA's own ``rank_pattern`` keys (``<module>.lora_E``) "did not
-    match any targeted module and were ignored" (AdaLoRA resizes every module by them). Any other
-    unmatched key still warns."""
+def peft_false_alarms_silenced() -> Iterator[None]:
+    """Warnings peft 0.21 raises that ask nothing of our users. Two false alarms about AdaLoRA modules
+    pruned to rank 0: at saving, that their zero-sized ``lora_A`` / ``lora_B`` are unsharded ZeRO-3 /
+    FSDP tensors (the shape is the allocation); at loading, that AdaLoRA's own ``rank_pattern`` keys
+    (``<module>.lora_E``) "did not match any targeted module and were ignored" (AdaLoRA resizes every
+    module by them; any other unmatched key still warns). And transformers' deprecation of
+    ``is_gradient_checkpointing``, which peft itself reads on every wrap and load."""
     only_lora_e = r"\[('[^']*\.lora_E'(, )?)+\]\.$"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
         warnings.filterwarnings("ignore", message=r"The following rank_pattern keys .*: " + only_lora_e)
+        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
         yield
 
 
 def load_peft_adapter(base: nn.Module, adapter: Path) -> nn.Module:
-    """``PeftModel.from_pretrained`` without AdaLoRA's false alarms."""
+    """``PeftModel.from_pretrained`` without peft's false alarms."""
     from peft import PeftModel
 
-    with adalora_false_alarms_silenced():
+    with peft_false_alarms_silenced():
         return PeftModel.from_pretrained(base, str(adapter))
 
 
@@ -59,7 +61,8 @@ class PeftRecipe(Recipe):
     def wrap(self, model: nn.Module, targets: list[str], heads: list[str]) -> nn.Module:
         from peft import get_peft_model
 
-        self.model = get_peft_model(model, self.peft_config(targets, heads))
+        with peft_false_alarms_silenced():
+            self.model = get_peft_model(model, self.peft_config(targets, heads))
         self.head_names = heads
         return self.model
 
