@@ -78,6 +78,19 @@ def test_lr_grid_chooses_on_the_selection_half(tables):
     assert row == "| mrpc | lora_r8 | 0.00033: 70.0 / 90.0; 0.001: 85.0 / 80.0 **chosen**; 0.003: diverged |"
 
 
+def test_lr_grid_breaks_a_tie_towards_the_default_lr(tables):
+    """The seeds run at the default: a tie on the selection half must not move the choice off it."""
+    tie = {"accuracy": 0.80, "selection": 0.85}
+    runs = [
+        record("lora_r8", 0, 0.80, lr=3e-3, lr_factor=3.0, selected=tie | {"accuracy": 0.75}),
+        record("lora_r8", 0, 0.80, selected=tie),
+        record("lora_r8", 0, 0.80, lr=3.3e-4, lr_factor=1 / 3, selected=tie | {"accuracy": 0.70}),
+    ]
+    row = tables.lr_grid(runs).splitlines()[2]
+    assert "0.001: 85.0 / 80.0 **chosen**" in row
+    assert row.count("**chosen**") == 1
+
+
 def test_stop_table_and_pending_runs(tables, tmp_path):
     runs = [
         record("aroma", 0, 0.8, stopped_early=True, steps=1450, first_module_finished_at=1200),
