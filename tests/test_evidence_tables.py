@@ -349,3 +349,14 @@ def test_commonsense_claim_pending_indicative_or_not_testable(claims):
     rows[2] = commonsense_row("aroma_r1", 50.0, above=("ARC-Easy",))
     text, verdict = claims.claim_commonsense(rows)
     assert verdict == "indicative only (one seed)" and "AROMA r=1 on ARC-Easy" in text
+
+
+def test_effective_rank_claim_is_indicative_on_one_adalora_run(claims):
+    aroma = [record("aroma", s, 0.8, effective_rank_sum=36.0) for s in range(3)]  # 90% of rank 40
+    one = [record("adalora", 0, 0.8, effective_rank_sum=20.0)]  # 50%
+    text, verdict = claims.claim_effective_rank(aroma + one)
+    assert text.startswith("AROMA 90% (3 runs), AdaLoRA 50% (1 run)")
+    assert verdict == "indicative only (one run): confirmed"
+    two = one + [record("adalora", 1, 0.8, effective_rank_sum=38.0)]  # mean 72.5%: too close to AROMA
+    assert claims.claim_effective_rank(aroma + two)[1] == "refuted at this scale"
+    assert claims.claim_effective_rank(aroma)[1] == "pending"
