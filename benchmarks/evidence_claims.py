@@ -257,27 +257,26 @@ def rank_ratios(records: Records, label: str) -> list[float]:
     ]
 
 
+def ratio_text(name: str, ratios: list[float], pending: str = "") -> str:
+    """'AROMA 89% (6 runs)', or the method's pending note."""
+    if not ratios:
+        return f"{name}: pending{pending}"
+    return f"{name} {100 * statistics.fmean(ratios):.0f}% ({len(ratios)} run{'s' if len(ratios) > 1 else ''})"
+
+
 def claim_effective_rank(records: Records) -> tuple[str, str]:
     """Confirmed when AROMA's ratio is at least 85% and 20 points above AdaLoRA's (paper: 96%, 50%);
     indicative only while either method has a single run."""
     aroma, adalora = rank_ratios(records, "aroma"), rank_ratios(records, "adalora")
-
-    def share(name: str, ratios: list[float], missing: str) -> str:
-        runs = f"{len(ratios)} run{'s' if len(ratios) > 1 else ''}"
-        return (
-            f"{name} {100 * statistics.fmean(ratios):.0f}% ({runs})"
-            if ratios
-            else f"{name}: pending{missing}"
-        )
-
-    text = f"{share('AROMA', aroma, '')}, {share('AdaLoRA', adalora, ' (g3)')}"
+    text = f"{ratio_text('AROMA', aroma)}, {ratio_text('AdaLoRA', adalora, ' (g3)')}"
     text += (
         " (mean over runs and tasks of sum of effective ranks / sum of ranks; figure: "
         "[fig3_effective_rank.png](results/fig3_effective_rank.png))"
     )
     if not aroma or not adalora:
         return text, "pending"
-    ok = statistics.fmean(aroma) >= 0.85 and statistics.fmean(aroma) - statistics.fmean(adalora) >= 0.2
+    mean_aroma = statistics.fmean(aroma)
+    ok = mean_aroma >= 0.85 and mean_aroma - statistics.fmean(adalora) >= 0.2
     verdict = "confirmed" if ok else "refuted at this scale"
     return text, verdict if min(len(aroma), len(adalora)) > 1 else f"indicative only (one run): {verdict}"
 

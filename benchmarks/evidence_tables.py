@@ -117,10 +117,8 @@ def lr_grid(records: list[dict[str, Any]]) -> str:
         if len({r["lr_factor"] for r in runs}) < 2:
             continue
         ok = [r for r in runs if not r.get("diverged")]
-        chosen = (
-            max(ok, key=lambda r: (r["selected"]["selection"], -abs(math.log(r["lr_factor"]))))
-            if ok
-            else None
+        chosen = max(
+            ok, key=lambda r: (r["selected"]["selection"], -abs(math.log(r["lr_factor"]))), default=None
         )
         cells = []
         for r in sorted(runs, key=lambda r: r["lr"]):
