@@ -185,15 +185,19 @@ def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
     return "interrupted" if latest(out) is not None else "to do"
 
 
-def remaining_hours(runs: list[Run], results_dir: Path) -> dict[str, tuple[float, int]]:
-    """Per group, the pending runs' wall hours on one core (and how many runs could not be estimated):
-    planned steps x the median wall seconds per planned step of the finished runs of the same task
-    and model (from their records: evaluations, start and end included, on the machine as it was).
-    Every method of a task gets the same rate, so full fine-tuning's heavier steps are underestimated."""
+def remaining_hours(
+    runs: list[Run], results_dir: Path, known: list[Run] | None = None
+) -> dict[str, tuple[float, int]]:
+    """Per group of ``runs``, the pending runs' wall hours on one core (and how many runs could not be
+    estimated): planned steps x the median wall seconds per planned step of the finished runs of
+    ``known`` (default: ``runs``; the whole plan, so that ``--only`` a later group still finds the
+    rates of the earlier ones) of the same task and model (from their records: evaluations, start and
+    end included, on the machine as it was). Every method of a task gets the same rate, so full
+    fine-tuning's heavier steps are underestimated."""
     import json
 
     rates: dict[tuple[str, str | None], list[float]] = {}
-    for run in runs:
+    for run in runs if known is None else known:
         path = results_dir / f"{run.id}.json"
         if path.is_file():
             record = json.loads(path.read_text())
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.group}  {run.id:45s} {status(run, args.runs_dir, args.results_dir)}")
         done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
         print(f"{done} of {len(runs)} runs done")
-        for group, (hours, unknown) in remaining_hours(runs, args.results_dir).items():
+        for group, (hours, unknown) in remaining_hours(runs, args.results_dir, plan(args.mpnet)).items():
             also = f" (+ {unknown} run(s) of a task or model with no finished run yet)" if unknown else ""
             print(f"{group}: about {hours:.1f} h of one core left{also}")
         return 0

@@ -258,3 +258,7 @@ def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_pa
     assert hours["g1"] == (pytest.approx(1.0), 0)  # the other MRPC run, at the finished one's rate
     assert hours["stop"] == (pytest.approx(2.0), 0)  # twice the steps
     assert hours["g5"] == (0.0, 1)  # no finished CoLA run: not estimated, counted
+    # --only a later group: the rates still come from the finished runs of the whole plan
+    later = module.remaining_hours(runs[1:2], tmp_path, known=runs)
+    assert later["g1"] == (pytest.approx(1.0), 0)
+    assert module.remaining_hours(runs[1:2], tmp_path)["g1"] == (0.0, 1)
