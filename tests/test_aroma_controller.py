@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import teacher_run
 from torch import nn
 from torch.nn import functional as F
 
@@ -253,37 +254,8 @@ def test_max_steps_ends_training(tiny_net, batch) -> None:
     assert all(r == 1 for r in ctl.ranks().values())  # the last piece passed the outer check: kept
 
 
-def teacher_student_rank(k: int) -> int:
-    """Learned rank on a linear problem whose target update has rank k."""
-    torch.manual_seed(0)
-    n = 32
-    base = nn.Linear(n, n, bias=False)
-    target = base.weight.detach() + 0.3 * torch.randn(n, k) @ torch.randn(k, n) / n**0.5
-    cfg = AromaConfig(
-        target_modules=["0"],
-        lora_alpha=1,
-        t_in=100,
-        check_interval=10,
-        eps_out=0.02,
-        warmup_steps=10,
-        rewarmup_steps=10,
-        max_steps=3000,
-    )
-    model = adapt(nn.Sequential(base), cfg)
-    opt = torch.optim.Adam(model.optimizer_param_groups(2e-2))
-    ctl = AromaController(model, opt)
-    g = torch.Generator().manual_seed(1)
-    while not ctl.finished:
-        x = torch.randn(128, n, generator=g)
-        ((model(x) - x @ target.T) ** 2).mean().backward()
-        opt.step()
-        ctl.step()
-        opt.zero_grad()
-    return ctl.ranks()["0"]
-
-
 def test_learned_rank_grows_with_the_target_rank() -> None:
-    ranks = [teacher_student_rank(k) for k in (1, 4, 8)]
+    ranks = [teacher_run("paper", k, 0.02, 3000, decay=False, t_in=100).ranks()["0"] for k in (1, 4, 8)]
     assert ranks[0] < ranks[1] < ranks[2], ranks
     assert ranks[0] >= 1
 
