@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evidence import run_plan  # noqa: E402  (one runner and lock per run, shared with the GLUE plan)
+from evidence import CARRY, CARRY_HELP, carry_runs, run_plan  # noqa: E402  (shared with the GLUE plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "commonsense"
@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--carry", action="store_true", help=CARRY_HELP)
+    parser.add_argument("--carry-dir", type=Path, default=CARRY / "commonsense")
     args = parser.parse_args(argv)
     runs = select(plan(), args.only, args.limit)
     if args.dry_run:
@@ -350,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     def is_done(run: Run) -> bool:
         return status(run, args.runs_dir, args.results_dir, args.data_dir) == "done"
 
-    return run_plan(runs, is_done, execute_one, args.runs_dir, "commonsense_table.py")
+    if args.carry:
+        carry_runs(runs, is_done, args.runs_dir, args.carry_dir)
+        return 0
+    return run_plan(runs, is_done, execute_one, args.runs_dir, "commonsense_table.py", args.carry_dir)
 
 
 if __name__ == "__main__":

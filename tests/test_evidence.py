@@ -8,6 +8,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -192,6 +193,35 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert "rewrote 2 result records" in capsys.readouterr().out
     again = json.loads((tmp_path / "res" / f"{second.id}.json").read_text())
     assert again["id"] == second.id and isinstance(again["finish_steps"], list)
+
+
+def test_evidence_carried_run_resumes_in_a_new_clone(evidence, tmp_path, capsys):
+    """--carry copies an interrupted run (its latest checkpoint only) beside the results; a clone with
+    no runs folder resumes from that copy, trains every step once, and the copy goes once it is done."""
+    from aroma_peft.train.checkpoint import checkpoints
+
+    module, runs, dirs = evidence
+    first = runs[0]
+    dirs += ["--carry-dir", str(tmp_path / "carry")]
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_child, args=(module, [*dirs, "--only", first.id])
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL and len(checkpoints(tmp_path / "runs" / first.id)) == 2
+
+    assert module.main([*dirs, "--carry"]) == 0
+    assert f"carried {first.id}: checkpoint step-00000004" in capsys.readouterr().out
+    carried = tmp_path / "carry" / first.id
+    assert [c.name for c in checkpoints(carried)] == ["step-00000004"]
+    shutil.rmtree(tmp_path / "runs")  # a new clone: only what was committed
+
+    assert module.main([*dirs, "--only", first.id]) == 0
+    out = capsys.readouterr().out
+    assert f"restored {first.id}" in out and f"resume {first.id}" in out
+    log = [json.loads(x) for x in (tmp_path / "runs" / first.id / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["type"] == "train"] == list(range(1, 9))  # every step once
+    assert not carried.exists() and (tmp_path / "res" / f"{first.id}.json").is_file()
 
 
 def test_evidence_plan_order_and_selection():
