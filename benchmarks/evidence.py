@@ -49,10 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "glue"
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "evidence"
-CARRY = (
-    ROOT / "benchmarks" / "carry"
-)  # committed copies of unfinished runs (--carry): a new clone resumes them
+# Committed copies of unfinished runs (--carry): a new clone resumes them.
+CARRY = ROOT / "benchmarks" / "carry"
 CARRY_LIMIT_MB = 64.0  # a run folder above this (full fine-tuning's weights) is not carried
+CARRY_HELP = (
+    "copy each unfinished run's folder with its latest checkpoint into --carry-dir (commit it: a new "
+    "clone resumes the run there), drop the copies of finished runs, then stop; pause the plan first"
+)
 
 # One budget per task, the same for every method: at least 1,500 optimizer steps, 15 evaluations.
 STEPS = 1500
@@ -407,12 +410,6 @@ def run_plan(
             flush=True,
         )
     return 1 if failed else 0
-
-
-CARRY_HELP = (
-    "copy each unfinished run's folder with its latest checkpoint into --carry-dir (commit it: a new "
-    "clone resumes the run there), drop the copies of finished runs, then stop; pause the plan first"
-)
 
 
 def carry_runs(runs: Sequence[Any], is_done: Callable[[Any], bool], runs_dir: Path, carry_dir: Path) -> None:
