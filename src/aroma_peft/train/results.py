@@ -148,6 +148,7 @@ def machine() -> dict[str, Any]:
         cpu = names[0] if names else cpu
     return {
         "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch runs (AVX2, AVX512)
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -155,10 +156,12 @@ def machine() -> dict[str, Any]:
 
 
 def warn_if_machine_differs(saved: dict[str, Any]) -> None:
-    """Exactness is promised for the same thread count on the same CPU model."""
+    """Exactness is promised for the same thread count on the same CPU model and kernel set."""
     now = machine()
     differ = [
-        f"{k} {saved[k]} -> {now[k]}" for k in ("cpu", "torch_threads") if k in saved and saved[k] != now[k]
+        f"{k} {saved[k]} -> {now[k]}"
+        for k in ("cpu", "cpu_capability", "torch_threads")
+        if k in saved and saved[k] != now[k]
     ]
     if differ:
         print(
