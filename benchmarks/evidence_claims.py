@@ -364,6 +364,26 @@ def sora_tradeoff_text(records: Records) -> str:
 COMMONSENSE_ROWS = ("lora_r8", "aroma_r1", "aroma_r8", "sora")
 
 
+def curves_text(rows: Records, names: dict[str, str]) -> tuple[str, bool]:
+    """The curves group (longer runs on one set): each run's test average, starred when every set is
+    above its majority class; and whether an adapter (not full fine-tuning) is among the starred."""
+    curves = [r for r in rows if r["group"] == "curves" and r["evaluation"].get("loglik")]
+    if not curves:
+        return "", False
+    marked = [
+        (r, all(s["above_majority"] for s in r["evaluation"]["loglik"]["sets"].values())) for r in curves
+    ]
+    runs = [
+        f"{names.get(r['label'], r['label'])} lr {r['lr']:g} {r['evaluation']['loglik']['average']:.1f}"
+        + ("*" if above else "")
+        for r, above in marked
+    ]
+    test = curves[0]["evaluation"]["loglik"]
+    text = f"; longer runs on {', '.join(test['sets'])} ({curves[0].get('steps', '?')} steps, majority class "
+    text += f"{test['majority_average']:.1f}, * above it): " + ", ".join(runs)
+    return text, any(above for r, above in marked if r["label"] != "full")
+
+
 def claim_commonsense(rows: Records) -> tuple[str, str]:
     """The commonsense table's rows (SmolLM2-135M, one seed each, benchmarks/commonsense_table.py):
     log-likelihood averages against the untrained model and the majority class, and AROMA - LoRA r=8."""
@@ -386,6 +406,8 @@ def claim_commonsense(rows: Records) -> tuple[str, str]:
     }
     shown = [f"{names[label]} on {', '.join(sets)}" for label, sets in above.items() if sets]
     text += "; above the majority class: " + ("; ".join(shown) or "no row on any set")
+    longer, adapter_above_in_longer = curves_text(rows, names)
+    text += longer
     if lacking:
         return f"{text}; {pending_text(lacking)} {where}", "pending"
     lora = found["lora_r8"]["average"]
@@ -393,7 +415,10 @@ def claim_commonsense(rows: Records) -> tuple[str, str]:
         f"{names[a]} - LoRA r=8 {found[a]['average'] - lora:+.1f}" for a in ("aroma_r1", "aroma_r8")
     )
     if not any(above[label] for label in COMMONSENSE_ROWS):
-        return f"{text} {where}", "not testable here (no trained row is above the majority class on any set)"
+        verdict = "not testable here (no trained row is above the majority class on any set"
+        if longer and not adapter_above_in_longer:
+            verdict += ", nor any adapter in the longer runs"
+        return f"{text} {where}", verdict + ")"
     return f"{text} {where}", "indicative only (one seed)"
 
 

@@ -351,6 +351,28 @@ def test_commonsense_claim_pending_indicative_or_not_testable(claims):
     assert verdict == "indicative only (one seed)" and "AROMA r=1 on ARC-Easy" in text
 
 
+def test_commonsense_claim_names_the_longer_runs_that_leave_the_majority_class(claims):
+    """The curves group (longer runs on one set) joins claim 10: each run's test average, starred when
+    every set is above its majority class."""
+    rows = [commonsense_row(label, 40.0) for label in ("base", "lora_r8", "aroma_r1", "aroma_r8", "sora")]
+    full = commonsense_row("full", 50.0, above=("ARC-Easy", "BoolQ")) | {
+        "group": "curves",
+        "lr": 2e-4,
+        "steps": 1000,
+    }
+    lora = commonsense_row("lora_r8", 41.0) | {"group": "curves", "lr": 2e-3, "steps": 1000}
+    text, verdict = claims.claim_commonsense([*rows, lora, full])
+    assert "longer runs on ARC-Easy, BoolQ (1000 steps, majority class 45.0" in text
+    assert "LoRA r=8 lr 0.002 41.0, full fine-tuning lr 0.0002 50.0*" in text
+    assert verdict.endswith("nor any adapter in the longer runs)")
+    assert "longer runs" not in claims.claim_commonsense(rows)[0]
+    lora_above = commonsense_row("lora_r8", 50.0, above=("ARC-Easy", "BoolQ")) | {
+        "group": "curves",
+        "lr": 2e-3,
+    }
+    assert "nor any adapter" not in claims.claim_commonsense([*rows, lora_above, full])[1]
+
+
 def test_effective_rank_claim_is_indicative_on_one_adalora_run(claims):
     aroma = [record("aroma", s, 0.8, effective_rank_sum=36.0) for s in range(3)]  # 90% of rank 40
     one = [record("adalora", 0, 0.8, effective_rank_sum=20.0)]  # 50%
