@@ -60,15 +60,27 @@ def test_second_prepare_reuses_and_foreign_folder_is_refused(tiny_gguf, tmp_path
     assert code == 2 and "GGUF file not found" in capsys.readouterr().err
 
 
-def test_tensor_check_catches_a_wrong_weight(tiny_gguf, tmp_path):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.layers.0.self_attn.k_proj.weight",  # permuted in the GGUF
+        "model.layers.1.self_attn.o_proj.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight",
+    ],
+)
+def test_tensor_check_catches_a_wrong_weight_anywhere(tiny_gguf, tmp_path, name):
+    """Every tensor is compared with gguf's own dequantization, not a sample of them."""
     from transformers import AutoModelForCausalLM
 
     path, _ = tiny_gguf
     prepare_model(path, tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert check_against_gguf(model, path) == 0.0
     with torch.no_grad():
-        model.model.layers[0].self_attn.k_proj.weight[0, 0] += 0.01
-    with pytest.raises(RuntimeError, match="k_proj.weight differs"):
+        model.get_parameter(name).view(-1)[0] += 0.01
+    with pytest.raises(RuntimeError, match=f"{name} differs"):
         check_against_gguf(model, path)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -139,34 +140,58 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def check_against_gguf(model: torch.nn.Module, gguf_path: Path, atol: float = 1e-6) -> float:
-    """Compare a few converted tensors with the ``gguf`` package's own dequantization; the max difference.
+# llama.cpp's tensor names for the LLaMA architecture, against transformers' (per block, then top level).
+GGUF_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+GGUF_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
-    Checks the embedding, q and k of the first block (permuted in GGUF) and v, down of the last block.
-    """
+
+def hf_name_of(gguf_name: str) -> str | None:
+    """The transformers parameter a llama.cpp tensor holds (None for a tensor of no parameter)."""
+    base, _, kind = gguf_name.rpartition(".")
+    if base in GGUF_TOP_NAMES:
+        return f"{GGUF_TOP_NAMES[base]}.{kind}"
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)", base)
+    if match and match[2] in GGUF_BLOCK_NAMES:
+        return f"model.layers.{match[1]}.{GGUF_BLOCK_NAMES[match[2]]}.{kind}"
+    return None
+
+
+def check_against_gguf(model: torch.nn.Module, gguf_path: Path, atol: float = 1e-6) -> float:
+    """Compare every converted tensor with the ``gguf`` package's own dequantization of the file (q and
+    k un-permuted from llama.cpp's rotary order); the largest difference. A parameter the file does not
+    hold (other than a tied output head) is an error too."""
     from gguf import GGUFReader, dequantize
 
     cfg = model.config
-    last = cfg.num_hidden_layers - 1
-    pairs = {
-        "token_embd.weight": ("model.embed_tokens.weight", None),
-        "blk.0.attn_q.weight": ("model.layers.0.self_attn.q_proj.weight", cfg.num_attention_heads),
-        "blk.0.attn_k.weight": ("model.layers.0.self_attn.k_proj.weight", cfg.num_key_value_heads),
-        f"blk.{last}.attn_v.weight": (f"model.layers.{last}.self_attn.v_proj.weight", None),
-        f"blk.{last}.ffn_down.weight": (f"model.layers.{last}.mlp.down_proj.weight", None),
-    }
+    heads = {"self_attn.q_proj": cfg.num_attention_heads, "self_attn.k_proj": cfg.num_key_value_heads}
     state = model.state_dict()
-    tensors = {t.name: t for t in GGUFReader(str(gguf_path)).tensors if t.name in pairs}
+    unchecked = set(state)
+    if getattr(cfg, "tie_word_embeddings", False):
+        unchecked.discard("lm_head.weight")
     worst = 0.0
-    for gguf_name, (hf_name, n_head) in pairs.items():
-        if gguf_name not in tensors:
-            raise RuntimeError(f"{gguf_path}: tensor {gguf_name} missing")
-        t = tensors[gguf_name]
-        w = dequantize(t.data, t.tensor_type).astype(np.float32)
+    for t in GGUFReader(str(gguf_path)).tensors:
+        hf_name = hf_name_of(t.name)
+        if hf_name is None or hf_name not in state:
+            continue
+        w = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(state[hf_name].shape)
+        n_head = next((n for part, n in heads.items() if f".{part}." in hf_name), None)
         if n_head is not None:
             w = _unpermute(w, n_head)
         diff = (torch.from_numpy(np.ascontiguousarray(w)) - state[hf_name]).abs().max().item()
         if diff > atol:
-            raise RuntimeError(f"{gguf_path}: {hf_name} differs from dequantized {gguf_name} by {diff:.3g}")
+            raise RuntimeError(f"{gguf_path}: {hf_name} differs from dequantized {t.name} by {diff:.3g}")
         worst = max(worst, diff)
+        unchecked.discard(hf_name)
+    if unchecked:
+        raise RuntimeError(f"{gguf_path}: holds no tensor for {', '.join(sorted(unchecked)[:3])}")
     return worst
