@@ -128,3 +128,7 @@ def test_merge(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
     code, err = cli(["merge", run], capsys)
     assert_one_line_error(code, err, "the following arguments are required: --output-dir")
+    for method in ("bitfit", "adapterh"):  # no low-rank update to merge: said before any model loads
+        (run / "config.json").write_text(json.dumps({"task": "sst2", "method": method}))
+        code, err = cli(["merge", run, "--output-dir", tmp_path / "m"], capsys)
+        assert_one_line_error(code, err, f"method '{method}' trains no low-rank update")

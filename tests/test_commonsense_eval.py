@@ -117,6 +117,35 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llm_dir):  # n
     assert len(beams) == 2 and tok.padding_side == "right"  # the tokenizer is left as found
 
 
+@pytest.mark.parametrize("forced", ["word", "eos"])
+def test_decoding_stops_at_32_new_tokens_or_at_eos(tiny_llm_dir, forced):  # noqa: F811
+    """The protocol's limits by default: at most 32 new tokens, and nothing after EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size)
+    token = tok.eos_token_id if forced == "eos" else tok.convert_tokens_to_ids("a")
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[token] = 1e4  # greedy decoding picks this token at every position
+    model.lm_head = head
+    lengths = []
+    generate = model.generate
+
+    def counted(**kwargs):  # noqa: ANN003, ANN202
+        out = generate(**kwargs)
+        lengths.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    model.generate = counted
+    prompt = Example("Is it?", "", "", "true").prompt
+    [text] = generate_responses(model, tok, [prompt], progress=False)
+    assert lengths == ([32] if forced == "word" else [1])
+    assert text == prompt + ("a" * 32 if forced == "word" else "")
+
+
 def test_evaluate_sets_both_modes(tiny_llm_dir):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -116,6 +116,27 @@ def test_adalora_penalty_reaches_the_logged_loss(tiny_llm_dir, data, tmp_path): 
     assert loss["0.5"] - loss["0"] == pytest.approx(penalty / 2, rel=1e-3)
 
 
+@pytest.mark.parametrize("method", ["aroma", "lora", "full"])
+def test_merged_causal_run_is_a_plain_causal_lm_with_the_runs_outputs(tiny_llm_dir, data, tmp_path, method):  # noqa: F811
+    """`aroma merge` goes through the run's task: a commonsense run becomes an AutoModelForCausalLM."""
+    from transformers import AutoModelForCausalLM
+
+    from aroma_peft.evaluation import attach_run
+    from aroma_peft.tasks import get_task
+
+    out, merged = tmp_path / "run", tmp_path / "merged"
+    run(tiny_llm_dir, data, out, method, "--max-steps", "3")
+    assert main(["merge", str(out), "--output-dir", str(merged)]) == 0
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    assert type(plain).__name__ == "LlamaForCausalLM" and "lora" not in str(plain)
+    base, _ = get_task("commonsense").load_model(str(tiny_llm_dir))
+    x = torch.randint(0, plain.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert (plain(x).logits - base(x).logits).abs().max() > 1e-4  # the update is in the weights
+        trained = attach_run(base, out).eval()
+        torch.testing.assert_close(plain(x).logits, trained(x).logits, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("kill_at", ["step:5"])
 def test_killed_commonsense_run_resumes_exactly(tiny_llm_dir, data, tmp_path, kill_at):  # noqa: F811
     extra = ["--max-steps", "8", "--eval-every", "3", "--save-every", "2"]

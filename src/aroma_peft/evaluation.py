@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .errors import UserInputError
 from .io import AdapterFileError, read_json, write_json
 
+if TYPE_CHECKING:
+    from .tasks.base import Task
+
 METRICS = "metrics.json"
+
+
+def require_finished(run_dir: Path) -> None:
+    """Refuse a run that saved no trained adapter or model, before any slow model load."""
+    if not ((run_dir / "model").is_dir() or (run_dir / "adapter").is_dir()):
+        raise UserInputError(f"{run_dir}: no adapter/ or model/ folder (the run did not finish)")
 
 
 def attach_run(base: nn.Module, run_dir: Path) -> nn.Module:
@@ -66,6 +75,7 @@ def evaluate(
         if not (run / "config.json").is_file():
             raise UserInputError(f"{run}: not a run folder (no config.json)")
         run_config = read_json(run / "config.json")
+        require_finished(run)
         if task and task != run_config.get("task"):
             raise UserInputError(f"--task {task} differs from the run's task {run_config.get('task')!r}")
         task = run_config.get("task")
@@ -133,15 +143,20 @@ def _glue_run(
     run: Path, config: dict[str, Any], data_dir: str | Path | None, eval_limit: int | None, batch_size: int
 ) -> dict[str, Any]:
     """A GLUE run on its dev sets, through the training loop's task: its loading, tokenizing and metrics."""
-    from .data.glue import get_task as glue_task
-    from .tasks.glue import DEFAULT_MAX_SEQ_LEN, GlueTask
-
-    spec = glue_task(str(config.get("task")))
-    task = GlueTask(spec, config.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN, config.get("seed", 0))
+    task = task_of_run(config)
     sets = task.load_split(data_dir or config.get("data_dir"), "dev", limit=eval_limit)
     base, tokenizer = task.load_model(config.get("model"))
     metrics = task.evaluate(attach_run(base, run), tokenizer, sets, batch_size=batch_size)
     return {"model": config.get("model"), "metrics": metrics, "eval_limit": eval_limit}
+
+
+def task_of_run(config: dict[str, Any]) -> Task:
+    """The task a run trained on, set up from its saved ``config.json`` as ``aroma train`` set it up."""
+    from .tasks import task_for
+    from .train.config import TrainConfig, field_types
+
+    fields = field_types(TrainConfig)
+    return task_for(TrainConfig(**{k: v for k, v in config.items() if k in fields}))
 
 
 def format_table(result: dict[str, Any]) -> str:

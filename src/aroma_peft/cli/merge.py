@@ -11,7 +11,9 @@ def add_parser(commands: Any) -> None:
         "merge",
         help="save a run as a plain transformers model (update merged)",
         description="Merge a finished run's learned update into its base model and save the result with "
-        "save_pretrained (model and tokenizer): AutoModelForSequenceClassification.from_pretrained loads it.",
+        "save_pretrained (model and tokenizer): AutoModelForSequenceClassification (GLUE) or "
+        "AutoModelForCausalLM (commonsense) loads it. BitFit and bottleneck-adapter runs have no update "
+        "to merge.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="output folder of `aroma train`")
     parser.add_argument("--output-dir", required=True, help="new (or empty) folder for the merged model")

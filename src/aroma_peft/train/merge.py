@@ -9,16 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..data.glue import get_task
 from ..errors import UserInputError
-from ..io import AdapterFileError
 from ..models import quiet_transformers
 from .outputs import CONFIG
+from .recipe import RECIPES
 
 
 def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the run's model with its update merged (``save_pretrained``) and its tokenizer to
-    ``output_dir``, which ``AutoModelForSequenceClassification.from_pretrained`` loads as is.
+    ``output_dir``, which the task's Auto class loads as is (``AutoModelForSequenceClassification`` for
+    GLUE, ``AutoModelForCausalLM`` for commonsense).
 
     ``overwrite`` replaces a previously saved model there (a folder with ``config.json``), nothing else.
     """
@@ -61,36 +61,18 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
 
 
 def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
-    """The base model of the run with its adapter merged (or the fully fine-tuned model)."""
-    from ..tasks.glue import load_model
+    """The run's base model (with its task's head) and its update merged, or the fully fine-tuned model."""
+    from ..evaluation import attach_run, require_finished, task_of_run
+    from . import get_recipe
+    from .recipe import NO_LOW_RANK, FrozenBaseRecipe
 
-    spec = get_task(str(config.get("task", "")))
-    tokenizer, base = load_model(config.get("model"), spec, int(config.get("seed", 0)))
+    method = str(config.get("method"))
+    recipe = get_recipe(method) if method in RECIPES else None
+    if recipe is not None and issubclass(recipe, FrozenBaseRecipe):
+        raise UserInputError(f"{run}: method {method!r} {NO_LOW_RANK}")
+    require_finished(run)
+    base, tokenizer = task_of_run(config).load_model(config.get("model"))
+    model = attach_run(base, run)
     if (run / "model").is_dir():  # full fine-tuning: the model itself
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(run / "model"), tokenizer
-    adapter = run / "adapter"
-    try:
-        if is_peft_adapter(adapter):
-            from .lora import load_peft_adapter
-
-            return load_peft_adapter(base, adapter).merge_and_unload(), tokenizer
-        from ..tuners.model import load
-
-        return load(base, adapter).merge_and_unload(), tokenizer
-    except AdapterFileError as err:
-        raise UserInputError(str(err)) from None
-
-
-def is_peft_adapter(adapter: Path) -> bool:
-    """True for PEFT's own format (lora, adalora), False for ours (aroma, relora, sora)."""
-    from ..tuners.model import CONFIG_NAME, FORMAT
-
-    path = adapter / CONFIG_NAME
-    if not path.is_file():
-        raise UserInputError(f"{adapter.parent}: no adapter/ or model/ folder (the run did not finish)")
-    try:
-        return json.loads(path.read_text()).get("format") != FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise UserInputError(f"{path}: damaged adapter config ({err})") from None
+        return model, tokenizer
+    return model.merge_and_unload(), tokenizer
