@@ -1,5 +1,5 @@
-"""The ``aroma`` command: ``aroma train``, ``aroma report`` and ``aroma merge``, thin layers over
-library functions."""
+"""The ``aroma`` command (train, report, merge, export, bench, prepare-model, evaluate): thin layers
+over library functions."""
 
 from __future__ import annotations
 
@@ -27,13 +27,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, evaluate, merge, prepare, report, train
+    from . import bench, evaluate, export, merge, prepare, report, train
 
     parser = Parser(prog="aroma", description="Adaptive-rank fine-tuning of transformers models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train.add_parser(commands)
     report.add_parser(commands)
     merge.add_parser(commands)
+    export.add_parser(commands)
     bench.add_parser(commands)
     prepare.add_parser(commands)
     evaluate.add_parser(commands)

@@ -1,11 +1,12 @@
-"""A finished run as one plain ``transformers`` model: the learned update merged into the weights,
-for serving without adapter code (``aroma merge``)."""
+"""A finished run made servable: one plain ``transformers`` model with the learned update merged into
+its weights (``aroma merge``), or a standard PEFT LoRA adapter (``aroma export``)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +24,46 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
     ``overwrite`` replaces a previously saved model there (a folder with ``config.json``), nothing else.
     """
     run, out = Path(run_dir), Path(output_dir)
+    config = run_config(run)
+    check_output_dir(out, overwrite, "config.json", "saved model")
+    with quiet_transformers():  # no "Loading weights" / "Writing model shards" bars
+        model, tokenizer = merged_model(run, config)
+
+    def save(folder: Path) -> None:
+        with quiet_transformers():
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+    return write_folder(out, save)
+
+
+def run_config(run: Path) -> dict[str, Any]:
+    """A run folder's saved ``config.json`` (one-line errors for a missing or damaged one)."""
     if not (run / CONFIG).is_file():
         raise UserInputError(f"{run}: not a run folder (no {CONFIG})")
+    try:
+        return json.loads((run / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{run / CONFIG}: damaged run file ({err})") from None
+
+
+def check_output_dir(out: Path, overwrite: bool, marker: str, what: str) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite`` and it holds a previous result (``marker``)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise UserInputError(
                 f"--output-dir {out}: exists and is not an empty folder (--overwrite replaces it)"
             )
-        if not (out / "config.json").is_file():
-            raise UserInputError(
-                f"--output-dir {out}: holds no saved model (no config.json); not replacing it"
-            )
-    try:
-        config = json.loads((run / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{run / CONFIG}: damaged run file ({err})") from None
-    with quiet_transformers():  # no "Loading weights" / "Writing model shards" bars
-        model, tokenizer = merged_model(run, config)
+        if not (out / marker).is_file():
+            raise UserInputError(f"--output-dir {out}: holds no {what} (no {marker}); not replacing it")
+
+
+def write_folder(out: Path, save: Callable[[Path], None]) -> Path:
+    """Run ``save`` into a new sibling folder, then move it into place: never a half-written result."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # written whole into a sibling, then moved into place: never a half-written model
-        with quiet_transformers():
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+    try:
+        save(tmp)
         tmp.chmod(0o755)
         old = out.parent / f".{out.name}.replaced" if out.exists() else None
         if old is not None:
@@ -76,3 +94,58 @@ def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
     if (run / "model").is_dir():  # full fine-tuning: the model itself
         return model, tokenizer
     return model.merge_and_unload(), tokenizer
+
+
+EXPORT_FORMATS = ("uniform", "patterns")
+
+
+def export_run(
+    run_dir: str | Path,
+    output_dir: str | Path,
+    export_format: str = "uniform",
+    rank: int | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, int | None]:
+    """Write an AROMA, ReLoRA or SoRA run's update as a PEFT LoRA adapter; returns the folder and, for
+    ``uniform``, the rank every module was padded to.
+
+    ``uniform``: one rank and ``lora_alpha == r`` for every module (each module's scale folded into B),
+    which servers that ignore ``rank_pattern`` / ``alpha_pattern`` (vLLM) apply as ``peft`` does; no
+    ``modules_to_save``, so runs with a trained head (GLUE) need ``patterns``. ``patterns``: each
+    module's own rank and scale, the ``adapter_lora/`` a run writes.
+    """
+    from ..evaluation import attach_run, task_of_run
+    from ..io import read_json
+    from ..tuners.model import CONFIG_NAME, FORMAT
+
+    if export_format not in EXPORT_FORMATS:
+        raise UserInputError(f"--format {export_format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    if rank is not None and export_format != "uniform":
+        raise UserInputError("--rank pads the uniform export: it needs --format uniform")
+    run, out = Path(run_dir), Path(output_dir)
+    config = run_config(run)
+    method = config.get("method")
+    if (run / "model").is_dir() or not (run / "adapter" / CONFIG_NAME).is_file():
+        merged = "" if (run / "model").is_dir() else " (or the run did not finish)"
+        raise UserInputError(f"{run}: method {method!r} saved no low-rank adapter{merged}")
+    if read_json(run / "adapter" / CONFIG_NAME).get("format") != FORMAT:
+        raise UserInputError(
+            f"{run / 'adapter'}: method {method!r} saved a PEFT adapter already: serve it as is"
+        )
+    check_output_dir(out, overwrite, "adapter_config.json", "adapter")
+    with quiet_transformers():
+        base, _ = task_of_run(config).load_model(config.get("model"))
+    model = attach_run(base, run)
+    padded: list[int] = []
+
+    def save(folder: Path) -> None:
+        try:
+            if export_format == "uniform":
+                padded.append(model.export_uniform_lora(folder, rank))
+            else:
+                model.export_lora(folder)
+        except ValueError as err:
+            hint = " (--format patterns keeps them)" if "modules_to_save" in str(err) else ""
+            raise UserInputError(f"{run}: {err}{hint}") from None
+
+    return write_folder(out, save), (padded[0] if padded else None)

@@ -229,6 +229,15 @@ class AdaptedModel(nn.Module):
         self.require_adapters("export_lora")
         export_lora(self, Path(save_directory), base_model_name_or_path)
 
+    def export_uniform_lora(self, save_directory: str | os.PathLike, rank: int | None = None) -> int:
+        """Write a PEFT LoRA adapter of one rank and scale for every module, which servers that read only
+        ``r`` and ``lora_alpha`` (vLLM) apply as ``peft`` does; returns the rank (see
+        :func:`aroma_peft.tuners.export.export_uniform_lora`)."""
+        from .export import export_uniform_lora
+
+        self.require_adapters("export_uniform_lora")
+        return export_uniform_lora(self, save_directory, rank)
+
 
 _ADAPTED_CLASSES: dict[type, type[AdaptedModel]] = {}
 
