@@ -177,7 +177,11 @@ def headline(records: list[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n" + machine_note(rows) + "\n"
 
 
-def document(records: list[dict[str, Any]], curves_png: bool) -> str:
+FIGURES = {"table": "commonsense-table-curves.png", "curves": "commonsense-curves.png"}
+
+
+def document(records: list[dict[str, Any]], figures: dict[str, bool]) -> str:
+    """The results page; ``figures``: which group's learning-curve figure (FIGURES) was drawn."""
     rows = [r for r in records if r["group"] == "table"]
     curves = [r for r in records if r["group"] == "curves"]
     text = [
@@ -191,11 +195,16 @@ def document(records: list[dict[str, Any]], curves_png: bool) -> str:
     ]
     if rows:
         text += ["### Valid labels when decoding (generate)\n", valid_table(rows)]
+    if figures.get("table"):
+        text += [
+            "### Learning curves (held-out slices of the training files, loglik)\n",
+            f"![learning curves of the table's runs]({FIGURES['table']})\n",
+        ]
     text += ["## Above the majority class? Longer runs on one set\n"]
     if curves:
         text += [curves_table(curves), machine_note(curves) + "\n"]
-        if curves_png:
-            text += ["![learning curves](commonsense-curves.png)\n"]
+        if figures.get("curves"):
+            text += [f"![learning curves]({FIGURES['curves']})\n"]
     else:
         text += ["_No run of the `curves` group has finished yet._\n"]
     return "\n".join(text)
@@ -210,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
     records = load(args.results_dir)
-    png = plot_curves(
-        [r for r in records if r["group"] == "curves"], args.docs_dir / "commonsense-curves.png"
-    )
+    figures = {
+        group: plot_curves([r for r in records if r["group"] == group], args.docs_dir / name)
+        for group, name in FIGURES.items()
+    }
     args.docs_dir.mkdir(parents=True, exist_ok=True)
-    (args.docs_dir / "commonsense.md").write_text(document(records, png))
+    (args.docs_dir / "commonsense.md").write_text(document(records, figures))
     readme = args.readme.read_text()
     if START in readme and END in readme:
         before, rest = readme.split(START, 1)

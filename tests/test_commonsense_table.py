@@ -95,7 +95,7 @@ def test_tables_and_curves_from_the_results(
 ):
     runs, results = tmp_path / "runs", tmp_path / "results"
     args = ["--model", str(tiny_llm_dir), "--data-dir", str(data), "--runs-dir", str(runs)]
-    assert table.main([*args, "--results-dir", str(results), "--only", "cs-base,curves"]) == 0
+    assert table.main([*args, "--results-dir", str(results), "--only", "cs-base,cs-lora_r8,curves"]) == 0
     curve = json.loads((results / "cs-boolq-lora_r8-lr0.0005.json").read_text())
     assert set(curve["evaluation"]) == {"loglik"} and set(curve["evaluation"]["loglik"]["sets"]) == {"BoolQ"}
     assert set(curve["held_out_majority"]) == {"BoolQ"}
@@ -112,6 +112,8 @@ def test_tables_and_curves_from_the_results(
     last_loss = sum(e["loss"] for e in curve["loss"]) / len(curve["loss"])  # 2 steps: one window
     assert f"LoRA r=8 | 0.0005 | 2 | {last_loss:.3f} |" in doc and "commonsense-curves.png" in doc
     assert (docs / "commonsense-curves.png").stat().st_size > 1000
+    assert "commonsense-table-curves.png" in doc  # the table's trained rows have held-out curves too
+    assert (docs / "commonsense-table-curves.png").stat().st_size > 1000
 
 
 def test_every_planned_run_has_valid_settings(tmp_path):
