@@ -241,3 +241,12 @@ def test_real_smollm2_trains_and_evaluates(tmp_path):
     assert all(s["n"] == 4 and s["valid"] == 4 for s in metrics["test"]["sets"].values())
     assert metrics["steps"] == 3 and 0 < metrics["final"]["average"] <= 100
     assert (out / "adapter").is_dir()
+    # The trained run through the other commands: decoding evaluation and the uniform-rank export.
+    args = ["evaluate", "--run", out, "--data-dir", data, "--eval-sets", "ARC-Easy", "--eval-limit", "2"]
+    args += ["--eval-mode", "generate", "--quiet", "--output-dir", tmp_path / "eval"]
+    assert main([str(a) for a in args]) == 0
+    generated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert generated["mode"] == "generate" and generated["sets"]["ARC-Easy"]["n"] == 2
+    assert main(["export", str(out), "--output-dir", str(tmp_path / "uniform")]) == 0
+    config = json.loads((tmp_path / "uniform" / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] >= 1 and config["task_type"] == "CAUSAL_LM"
