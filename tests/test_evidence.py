@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 from tiny_glue import write_tiny_glue
 
 from aroma_peft.cli import main as cli
@@ -292,3 +293,46 @@ def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_pa
     later = module.remaining_hours(runs[1:2], tmp_path, known=runs)
     assert later["g1"] == (pytest.approx(1.0), 0)
     assert module.remaining_hours(runs[1:2], tmp_path)["g1"] == (0.0, 1)
+
+
+def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
+    evidence, tmp_path, capsys, monkeypatch
+):
+    """g5: the other methods of a task run only once its probe run is above the majority class by
+    more than two standard errors of the report half."""
+    module, runs, dirs = evidence
+    probe = runs[0]
+    gated = module.Run("g5", "sst2", "aroma", 1, model=probe.model, gate=probe.id)
+    monkeypatch.setattr(module, "plan", lambda mpnet=None: [gated])
+    assert module.main(dirs) == 0
+    assert f"skip {gated.id}: waits for its probe {probe.id}" in capsys.readouterr().out
+
+    (tmp_path / "res").mkdir()
+    record = {"task": "sst2", "main_metric": "accuracy", "majority": {"accuracy": 0.5}}
+    learned, text = module.probe_learned(record | {"selected": {"accuracy": 0.5}}, Path(dirs[1]))
+    n = int(text.rsplit("n ", 1)[1])
+    assert not learned and n > 0 and f"+ 2 SE {2 * (0.25 / n) ** 0.5:.3f}" in text
+    (tmp_path / "res" / f"{probe.id}.json").write_text(json.dumps(record | {"selected": {"accuracy": 0.5}}))
+    assert module.main([*dirs, "--dry-run"]) == 0
+    assert f"its probe {probe.id} did not learn (accuracy 0.500 against" in capsys.readouterr().out
+    assert module.main(dirs) == 0
+    assert not (tmp_path / "runs" / gated.id).exists()
+
+    (tmp_path / "res" / f"{probe.id}.json").write_text(json.dumps(record | {"selected": {"accuracy": 0.99}}))
+    assert module.main(dirs) == 0
+    assert f"run {gated.id}" in capsys.readouterr().out
+    assert (tmp_path / "res" / f"{gated.id}.json").is_file()
+
+
+def test_evidence_probe_threshold_for_matthews_correlation():
+    """CoLA's metric is 0 for the majority class; its standard error there is about 1 / sqrt(n)."""
+    module = load_script("evidence")
+    data = SHARED_DATA / "glue"
+    if not (data / "CoLA").is_dir():
+        pytest.skip("../shared/data/glue not available")
+    record = {"task": "cola", "main_metric": "matthews", "majority": {"matthews": 0.0}}
+    for mcc, learned in ((0.05, False), (0.2, True)):
+        assert module.probe_learned(record | {"selected": {"matthews": mcc}}, data)[0] is learned
+    plan = [r for r in module.plan() if r.group == "g5"]
+    assert [r.label for r in plan[:4]] == ["lora_r8", "aroma", "lora_r1", "sora"]
+    assert {r.gate for r in plan[1:4]} == {"cola-lora_r8-s0"} and not plan[0].gate
