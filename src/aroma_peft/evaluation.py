@@ -64,6 +64,8 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate and write ``<output_dir>/metrics.json``; returns what it wrote."""
+    from .train.outputs import read_config
+
     out = Path(output_dir)
     if (out / METRICS).exists() and not overwrite:
         raise UserInputError(f"{out / METRICS} exists: pass --overwrite to replace it")
@@ -72,9 +74,7 @@ def evaluate(
     run_config: dict[str, Any] = {}
     if run is not None:
         run = Path(run)
-        if not (run / "config.json").is_file():
-            raise UserInputError(f"{run}: not a run folder (no config.json)")
-        run_config = read_json(run / "config.json")
+        run_config = read_config(run)
         require_finished(run)
         if task and task != run_config.get("task"):
             raise UserInputError(f"--task {task} differs from the run's task {run_config.get('task')!r}")

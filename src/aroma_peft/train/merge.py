@@ -3,7 +3,6 @@ its weights (``aroma merge``), or a standard PEFT LoRA adapter (``aroma export``
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from ..models import quiet_transformers
-from .outputs import CONFIG
+from .outputs import read_config
 from .recipe import RECIPES
 
 
@@ -24,7 +23,7 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
     ``overwrite`` replaces a previously saved model there (a folder with ``config.json``), nothing else.
     """
     run, out = Path(run_dir), Path(output_dir)
-    config = run_config(run)
+    config = read_config(run)
     check_output_dir(out, overwrite, "config.json", "saved model")
     with quiet_transformers():  # no "Loading weights" / "Writing model shards" bars
         model, tokenizer = merged_model(run, config)
@@ -35,16 +34,6 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
             tokenizer.save_pretrained(folder)
 
     return write_folder(out, save)
-
-
-def run_config(run: Path) -> dict[str, Any]:
-    """A run folder's saved ``config.json`` (one-line errors for a missing or damaged one)."""
-    if not (run / CONFIG).is_file():
-        raise UserInputError(f"{run}: not a run folder (no {CONFIG})")
-    try:
-        return json.loads((run / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{run / CONFIG}: damaged run file ({err})") from None
 
 
 def check_output_dir(out: Path, overwrite: bool, marker: str, what: str) -> None:
@@ -123,7 +112,7 @@ def export_run(
     if rank is not None and export_format != "uniform":
         raise UserInputError("--rank pads the uniform export: it needs --format uniform")
     run, out = Path(run_dir), Path(output_dir)
-    config = run_config(run)
+    config = read_config(run)
     method = config.get("method")
     if (run / "model").is_dir() or not (run / "adapter" / CONFIG_NAME).is_file():
         merged = "" if (run / "model").is_dir() else " (or the run did not finish)"

@@ -150,6 +150,17 @@ class RunWriter:
             self._log = None
 
 
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """A run folder's saved settings (``config.json``), with one-line errors for a missing or damaged one."""
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise UserInputError(f"{path.parent}: not a run folder (no {CONFIG})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: damaged run file ({err})") from None
+
+
 def read_run(directory: str | Path) -> dict[str, Any]:
     """A finished run's config, metrics, ranks and log records (for ``aroma report``)."""
     path = Path(directory)
