@@ -7,7 +7,7 @@ from typing import Any
 
 
 def add_parser(commands: Any) -> None:
-    from ..train.merge import EXPORT_FORMATS
+    from ..serving import EXPORT_FORMATS
 
     parser = commands.add_parser(
         "export",
@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..train.merge import export_run
+    from ..serving import export_run
 
     out, rank = export_run(args.run_dir, args.output_dir, args.format, args.rank, args.overwrite)
     print(f"{out}" + (f" (rank {rank} for every module, lora_alpha {rank})" if rank is not None else ""))

@@ -22,6 +22,6 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..train.merge import merge_run
+    from ..serving import merge_run
 
     print(merge_run(args.run_dir, args.output_dir, args.overwrite))

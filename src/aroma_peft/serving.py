@@ -9,10 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
-from ..models import quiet_transformers
-from .outputs import read_config
-from .recipe import RECIPES
+from .errors import UserInputError
+from .evaluation import attach_run, require_finished, task_of_run
+from .io import read_json
+from .models import quiet_transformers
+from .train import get_recipe
+from .train.outputs import read_config
+from .train.recipe import NO_LOW_RANK, RECIPES, FrozenBaseRecipe
+from .tuners.model import CONFIG_NAME, FORMAT
 
 
 def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
@@ -69,10 +73,6 @@ def write_folder(out: Path, save: Callable[[Path], None]) -> Path:
 
 def merged_model(run: Path, config: dict[str, Any]) -> tuple[Any, Any]:
     """The run's base model (with its task's head) and its update merged, or the fully fine-tuned model."""
-    from ..evaluation import attach_run, require_finished, task_of_run
-    from . import get_recipe
-    from .recipe import NO_LOW_RANK, FrozenBaseRecipe
-
     method = str(config.get("method"))
     recipe = get_recipe(method) if method in RECIPES else None
     if recipe is not None and issubclass(recipe, FrozenBaseRecipe):
@@ -103,10 +103,6 @@ def export_run(
     ``modules_to_save``, so runs with a trained head (GLUE) need ``patterns``. ``patterns``: each
     module's own rank and scale, the ``adapter_lora/`` a run writes.
     """
-    from ..evaluation import attach_run, task_of_run
-    from ..io import read_json
-    from ..tuners.model import CONFIG_NAME, FORMAT
-
     if export_format not in EXPORT_FORMATS:
         raise UserInputError(f"--format {export_format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     if rank is not None and export_format != "uniform":
