@@ -96,6 +96,5 @@ def machine_text(machine: dict[str, Any]) -> str:
 
 def machine_note(records: list[dict[str, Any]]) -> str:
     """The machines the records ran on, once each."""
-    machines = {json.dumps(r["machine"], sort_keys=True) for r in records if r.get("machine")}
-    text = "; ".join(machine_text(json.loads(m)) for m in sorted(machines))
+    text = "; ".join(sorted({machine_text(r["machine"]) for r in records if r.get("machine")}))
     return f"Machine: {text or '-'} (shared with other jobs: times are noisy)."

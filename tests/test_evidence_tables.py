@@ -382,3 +382,14 @@ def test_effective_rank_claim_is_indicative_on_one_adalora_run(claims):
     two = one + [record("adalora", 1, 0.8, effective_rank_sum=38.0)]  # mean 72.5%: too close to AROMA
     assert claims.claim_effective_rank(aroma + two)[1] == "refuted at this scale"
     assert claims.claim_effective_rank(aroma)[1] == "pending"
+
+
+def test_machine_note_names_each_machine_once():
+    """Records whose machines differ only in fields the note does not show (the kernel set) read as one."""
+    records = load_script("evidence_records")
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 1}
+    rows = [{"machine": machine}, {"machine": machine | {"cpu_capability": "AVX512"}}, {"machine": None}]
+    assert (
+        records.machine_note(rows)
+        == "Machine: AMD EPYC, 2 cores, 1 torch thread (shared with other jobs: times are noisy)."
+    )
