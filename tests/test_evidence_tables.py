@@ -393,3 +393,20 @@ def test_machine_note_names_each_machine_once():
         records.machine_note(rows)
         == "Machine: AMD EPYC, 2 cores, 1 torch thread (shared with other jobs: times are noisy)."
     )
+
+
+def test_reset_ablation_names_every_variant_within_the_seed_spread_of_the_best(claims):
+    """Table 4's claim (prune 99.9% best): a tie within AROMA's seed spread is a tie, not a winner."""
+    seeds = [record("aroma", s, v) for s, v in ((0, 0.80), (1, 0.81), (2, 0.79))]  # spread 1.0 point
+    zero = record("aroma", 0, 0.805, variant="reset_zero", id="mrpc-aroma-reset_zero-s0")
+    none = record("aroma", 0, 0.77, variant="reset_none", id="mrpc-aroma-reset_none-s0")
+    text, verdict = claims.claim_reset([*seeds, zero, none])
+    assert "none: 77.0" in text and "zero: 80.5" in text and "prune 99.9%: 80.0" in text
+    assert verdict == (
+        "indicative only (one seed): best prune 99.9% and zero (within AROMA's seed spread, 1.0, of each "
+        "other); as the paper's"
+    )
+    zero["selected"]["accuracy"] = 0.83
+    assert claims.claim_reset([*seeds, zero, none])[1] == (
+        "indicative only (one seed): best zero; not the paper's prune 99.9%"
+    )
