@@ -681,11 +681,14 @@ def knob_guide(records: Records) -> str:
     """Per knob: what the mechanics imply (from the code), then what the g4 runs measured (MRPC, seed 0)."""
     base = variant_runs(records, ("",)).get("")
     spread = seed_spread(records, "mrpc")
+    # One seed against one seed: the difference's SE is sqrt(2) x the seed std; real beyond 2 SE.
+    threshold = None if spread is None else 2 * math.sqrt(2) * spread
     lines = [
         "Each knob: what the method's mechanics imply (read from the code, not measured), then what the "
-        "sensitivity runs measured (MRPC, seed 0, report half, against the defaults' seed 0; a change "
-        "matters only when it exceeds the spread of AROMA's seeds"
-        + (f", {spread:.1f} points" if spread is not None else ", not yet known")
+        "sensitivity runs measured (MRPC, seed 0, report half, against the defaults' seed 0; one seed "
+        "against one, so a change is real only beyond 2 SE of their difference, 2 x sqrt(2) x the std of "
+        "AROMA's seeds"
+        + (f" = {threshold:.1f} points" if threshold is not None else ", not yet known")
         + "; one seed per setting: indicative).",
         "",
     ]
@@ -705,9 +708,9 @@ def knob_guide(records: Records) -> str:
         parts = [f"default {score(base):.1f} (rank {base['total_rank_end']})"]
         for v, r in found:
             diff = score(r) - score(base)
-            verdict = "" if spread is None else (" matters" if abs(diff) > spread else " within the spread")
+            verdict = "" if threshold is None else (" real" if abs(diff) > threshold else " within the noise")
             parts.append(
-                f"{SENSITIVITY[v]} {score(r):.1f} ({diff:+.1f}{verdict}; rank {r['total_rank_end']}, "
+                f"{', '.join(f'{k} {x:g}' for k, x in SENSITIVITY[v].items())}: {score(r):.1f} ({diff:+.1f}{verdict}; rank {r['total_rank_end']}, "
                 f"mean params {fmt_params(r['adapter_params']['mean'])})"
             )
         lines.append("  Measured: " + "; ".join(parts) + ".")

@@ -410,3 +410,14 @@ def test_reset_ablation_names_every_variant_within_the_seed_spread_of_the_best(c
     assert claims.claim_reset([*seeds, zero, none])[1] == (
         "indicative only (one seed): best zero; not the paper's prune 99.9%"
     )
+
+
+def test_knob_guide_calls_a_one_seed_change_real_only_beyond_two_standard_errors(claims):
+    """One seed against one: 2 SE of the difference is 2 x sqrt(2) x AROMA's seed std (here 2.8)."""
+    seeds = [record("aroma", s, v) for s, v in ((0, 0.80), (1, 0.81), (2, 0.79))]  # std 1.0 point
+    near = record("aroma", 0, 0.82, variant="eps_out2.5e-3", id="mrpc-aroma-eps_out2.5e-3-s0")
+    far = record("aroma", 0, 0.77, variant="check5", id="mrpc-aroma-check5-s0")
+    guide = claims.knob_guide([*seeds, near, far])
+    assert "= 2.8 points" in guide
+    assert "eps_out 0.0025: 82.0 (+2.0 within the noise;" in guide
+    assert "check_interval 5: 77.0 (-3.0 real;" in guide
