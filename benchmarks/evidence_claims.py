@@ -709,8 +709,9 @@ def knob_guide(records: Records) -> str:
         for v, r in found:
             diff = score(r) - score(base)
             verdict = "" if threshold is None else (" real" if abs(diff) > threshold else " within the noise")
+            setting = ", ".join(f"{k} {x:g}" for k, x in SENSITIVITY[v].items())
             parts.append(
-                f"{', '.join(f'{k} {x:g}' for k, x in SENSITIVITY[v].items())}: {score(r):.1f} ({diff:+.1f}{verdict}; rank {r['total_rank_end']}, "
+                f"{setting}: {score(r):.1f} ({diff:+.1f}{verdict}; rank {r['total_rank_end']}, "
                 f"mean params {fmt_params(r['adapter_params']['mean'])})"
             )
         lines.append("  Measured: " + "; ".join(parts) + ".")
