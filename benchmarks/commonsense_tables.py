@@ -18,7 +18,7 @@ from typing import Any
 
 from evidence_records import machine_note, params_at
 
-from aroma_peft.report.table import fmt_params
+from aroma_peft.units import fmt_params
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "commonsense"

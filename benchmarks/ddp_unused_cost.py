@@ -30,7 +30,7 @@ def worker(rank: int, args: argparse.Namespace, port: int) -> None:
 
     from aroma_peft import AromaConfig, adapt
     from aroma_peft.models import resolve_model
-    from aroma_peft.train.recipe import block_linears
+    from aroma_peft.tasks.base import block_linears
 
     def build(unused: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(0)

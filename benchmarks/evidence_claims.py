@@ -32,7 +32,7 @@ from evidence_records import (
 from time_claim import PAPER as PAPER_TIME_SHARE
 from time_claim import RESULTS as TIME_RESULTS
 
-from aroma_peft.report.table import fmt_params
+from aroma_peft.units import fmt_params
 
 Records = list[dict[str, Any]]
 TASKS = ("mrpc", "sst2")

@@ -47,7 +47,7 @@ from evidence_records import (
     sora_stages,
 )
 
-from aroma_peft.report.table import fmt_params
+from aroma_peft.units import fmt_params
 
 DOCS = ROOT / "docs" / "results"
 PAIRS = (

@@ -9,9 +9,9 @@ from test_cli import GLUE, cli
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from aroma_peft.data import batches
 from aroma_peft.data.glue import get_task, load_task
 from aroma_peft.tasks.glue import metrics_on
-from aroma_peft.train import batches
 from aroma_peft.tuners.layer import AdapterLayer
 
 TINY = ["--task", "sst2", "--data-dir", GLUE, "--max-train-samples", "32", "--max-eval-samples", "48"]

@@ -6,9 +6,10 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from aroma_peft.tasks import task_for
+from aroma_peft.tasks.base import block_linears
+from aroma_peft.tasks.glue import classifier_heads
 from aroma_peft.train.config import TrainConfig
 from aroma_peft.train.loop import TaskLoss, optimizer_step
-from aroma_peft.train.recipe import block_linears, default_heads
 from aroma_peft.train.sora import SoraOptions, SoraRecipe
 from aroma_peft.tuners.sora.controller import SoraController
 
@@ -41,7 +42,7 @@ def sora_recipe(max_grad_norm: float | None):
     config = TrainConfig(task="sst2", method="sora", output_dir="unused", max_grad_norm=max_grad_norm)
     recipe = SoraRecipe(config, SoraOptions(sparse_lambda=10.0), total_steps=4)
     model = bert()
-    model = recipe.wrap(model, block_linears(model), default_heads(model))
+    model = recipe.wrap(model, block_linears(model), classifier_heads(model))
     optimizer = torch.optim.SGD(recipe.param_groups(LR, 0.0), lr=LR)
     recipe.start(optimizer, None)
     return recipe, optimizer
@@ -50,7 +51,7 @@ def sora_recipe(max_grad_norm: float | None):
 def reference_gradients(recipe: SoraRecipe) -> dict[str, torch.Tensor]:
     """The gradient of task loss + penalty, computed with the penalty inside the loss."""
     model = bert()
-    model = recipe.wrap(model, block_linears(model), default_heads(model))
+    model = recipe.wrap(model, block_linears(model), classifier_heads(model))
     model.train()
     controller = SoraController(model, torch.optim.SGD(model.parameters(), lr=LR))
     (model(**batch()).loss + controller.penalty()).backward()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aroma_peft.data import Example
+from aroma_peft.data import Example, batches
 from aroma_peft.errors import UserInputError
-from aroma_peft.train import RECIPES, batches, outputs
+from aroma_peft.tasks.base import block_linears
+from aroma_peft.tasks.glue import classifier_heads
+from aroma_peft.train import RECIPES, outputs
 from aroma_peft.train.aroma import AromaOptions
 from aroma_peft.train.config import (
     TrainConfig,
@@ -18,7 +20,6 @@ from aroma_peft.train.config import (
     split_options,
 )
 from aroma_peft.train.loop import linear_schedule
-from aroma_peft.train.recipe import block_linears, default_heads
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_targets_are_block_linears_and_heads_pooler_and_classifier():
     targets = block_linears(model)
     assert len(targets) == 12 and "bert.encoder.layer.1.attention.output.dense" in targets
     assert not any("pooler" in t or "classifier" in t for t in targets)
-    assert default_heads(model) == ["pooler", "classifier"]
+    assert classifier_heads(model) == ["pooler", "classifier"]
 
 
 def test_linear_schedule():

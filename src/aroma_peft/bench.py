@@ -148,7 +148,7 @@ def build(name: str, config: BenchConfig, finished_blocks: int | None = None) ->
     model, _ = task.load_model(config.model)
     heads = find_saved_modules(model, task.default_heads(model))
     if config.quantize:
-        from .train.recipe import block_linears
+        from .tasks.base import block_linears
         from .tuners.quantized import quantize_linears
 
         quantize_linears(model, block_linears(model), config.quantize)
@@ -203,7 +203,7 @@ def build(name: str, config: BenchConfig, finished_blocks: int | None = None) ->
 
 def block_index(module_name: str) -> int | None:
     """The transformer block a module belongs to (``encoder.layer.3.output.dense`` -> 3), else None."""
-    from .train.recipe import BLOCK
+    from .tasks.base import BLOCK
 
     match = BLOCK.search(module_name)
     return int(match.group(0).rstrip(".").rpartition(".")[2]) if match else None

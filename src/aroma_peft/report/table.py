@@ -6,20 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..units import fmt_params, fmt_seconds
+
 
 def run_label(run: dict[str, Any]) -> str:
     """A run's name in tables and legends (``write_report`` makes them distinct)."""
     return run.get("label") or Path(run["dir"]).name
-
-
-def fmt_params(n: float | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
-
-
-def fmt_seconds(s: float) -> str:
-    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.0f} s"
 
 
 def metric_cell(metrics: dict[str, Any], run: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ gold label), ``metrics`` turns the outcomes of every set into named numbers (hig
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,15 @@ from typing import Any
 
 import torch
 from torch import nn
+
+# A transformer block is a numbered child of a ModuleList: encoder.layer.3, model.layers.3, h.3, ...
+BLOCK = re.compile(r"(^|\.)(layer|layers|h|block|blocks)\.\d+\.")
+
+
+def block_linears(model: nn.Module) -> list[str]:
+    """Full names of every nn.Linear inside a transformer block: found by type, so never the pooler's or
+    the classifier's Linear (which a substring such as "dense" would also match)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and BLOCK.search(n)]
 
 
 class Task(ABC):

@@ -63,7 +63,7 @@ class CommonsenseTask(Task):
     def load_data(self, config: Any) -> tuple[list[Example], dict[str, list[Example]]]:
         """The union of the training files minus a held-out slice of each (the sets evaluated during
         training); the test sets are read now too, so a bad file fails before any slow work."""
-        from ..train.batches import subset
+        from ..data.batches import subset
 
         train, held = hold_out(load_sets(config.data_dir, "train"), HELD_OUT)
         test_dir = config.eval_data_dir or config.data_dir

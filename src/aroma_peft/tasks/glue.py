@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from .. import metrics as glue_metrics
+from ..data import batches
 from ..data.glue import Example, TaskSpec, get_task, load_task, majority_baseline
 from ..errors import UserInputError
 from ..models import quiet_transformers, resolve_model
-from ..train import batches
-from ..train.recipe import block_linears, default_heads
-from .base import Task
+from .base import Task, block_linears
 
 DEFAULT_MAX_SEQ_LEN = 128
 CAUSAL_ONLY = {"train_on_prompt": False, "eval_data_dir": None, "eval_sets": None, "eval_mode": "loglik"}
@@ -62,7 +61,7 @@ class GlueTask(Task):
         return block_linears(model)
 
     def default_heads(self, model: nn.Module) -> list[str]:
-        return default_heads(model)
+        return classifier_heads(model)
 
     def encode(self, examples: Sequence[Example], tokenizer: Any) -> tuple[list[dict[str, Any]], int]:
         return batches.tokenize(tokenizer, examples, self.max_seq_len), 0  # long pairs are truncated
@@ -151,3 +150,14 @@ def metrics_on(
     """The task's metrics on one set of tokenized examples."""
     preds = predict(model, spec, feats, batch_size, pad_id)
     return glue_metrics.compute(spec.metrics, preds, [f["labels"] for f in feats], prefix)
+
+
+def classifier_heads(model: nn.Module) -> list[str]:
+    """The task head: the classifier, plus BERT's pooler (dense + tanh on [CLS]).
+
+    The pooler is trained with the classifier because it is the first half of the classification head
+    that RoBERTa (the paper's model) trains in full as ``classifier.dense``; the MiniLM encoder was
+    tuned with mean pooling, so its pooler was never trained for [CLS] classification.
+    """
+    names = {n.rpartition(".")[2] for n, _ in model.named_modules()}
+    return [h for h in ("pooler", "classifier", "score") if h in names]

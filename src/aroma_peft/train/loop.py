@@ -17,13 +17,14 @@ import torch
 from tqdm import tqdm
 from transformers.utils import ModelOutput
 
+from ..data import batches
 from ..errors import UserInputError
 from ..models import check_module_names
 from ..tasks import task_for
 from ..tasks.base import Task
 from ..tuners.model import find_saved_modules
 from ..tuners.sora.schedule import summarize_stages
-from . import batches, checkpoint, distributed, outputs
+from . import checkpoint, distributed, outputs
 from .config import TrainConfig, resolved
 from .evals import dev_halves, evaluate_and_log, evaluate_stage
 from .recipe import Recipe, get_recipe

@@ -13,7 +13,6 @@ and, to checkpoint and resume, ``state_dict()`` / ``load_state_dict()`` (after `
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,9 +29,6 @@ NO_LOW_RANK = (
     "trains no low-rank update of a weight, so there is no LoRA export and nothing to merge; "
     "the run's adapter/ folder holds its trained tensors (safetensors) and config"
 )
-
-# A transformer block is a numbered child of a ModuleList: encoder.layer.3, model.layers.3, h.3, ...
-BLOCK = re.compile(r"(^|\.)(layer|layers|h|block|blocks)\.\d+\.")
 
 
 @dataclass
@@ -272,20 +268,3 @@ def resume_settings(given: dict[str, Any], overwrite: bool = False) -> dict[str,
         raise UserInputError(f"{path.parent}: no run to resume (no config.json)")
     saved = read_config_file(path)
     return resume_values(saved, given, get_recipe(str(saved.get("method"))).Options)
-
-
-def block_linears(model: nn.Module) -> list[str]:
-    """Full names of every nn.Linear inside a transformer block: found by type, so never the pooler's or
-    the classifier's Linear (which a substring such as "dense" would also match)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and BLOCK.search(n)]
-
-
-def default_heads(model: nn.Module) -> list[str]:
-    """The task head: the classifier, plus BERT's pooler (dense + tanh on [CLS]).
-
-    The pooler is trained with the classifier because it is the first half of the classification head
-    that RoBERTa (the paper's model) trains in full as ``classifier.dense``; the MiniLM encoder was
-    tuned with mean pooling, so its pooler was never trained for [CLS] classification.
-    """
-    names = {n.rpartition(".")[2] for n, _ in model.named_modules()}
-    return [h for h in ("pooler", "classifier", "score") if h in names]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..report.table import fmt_seconds
+from ..units import fmt_seconds
 from .outputs import RANKS
 
 ADAPTER_FOLDERS = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..data.glue import Example
+from .glue import Example
 
 SUBSET_SEED = 0  # fixed: every run of a task trains on the same subset, whatever its own seed
 
