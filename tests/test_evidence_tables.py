@@ -106,7 +106,7 @@ def test_stop_table_and_pending_runs(tables, tmp_path):
     out = tmp_path / "docs"
     assert tables.main(["--results-dir", str(tmp_path), "--out-dir", str(out), "--docs"]) == 0
     glue = (out / "glue.md").read_text()
-    assert "1 of 128 planned runs finished." in glue and "- g1: 23 pending" in glue
+    assert "1 of 133 planned runs finished." in glue and "- g1: 23 pending" in glue
     assert "| mrpc | linear lr (default) | 3000 | 2900 (by eval) (97%) |" in (out / "aroma.md").read_text()
     assert Path(out / "lr_grid.md").read_text().count("No grid finished yet") == 1
 
@@ -421,3 +421,25 @@ def test_knob_guide_calls_a_one_seed_change_real_only_beyond_two_standard_errors
     assert "= 2.8 points" in guide
     assert "eps_out 0.0025: 82.0 (+2.0 within the noise;" in guide
     assert "check_interval 5: 77.0 (-3.0 real;" in guide
+
+
+def test_knob_confirmation_changes_a_default_only_on_a_real_gain_without_a_real_loss(claims):
+    """rewarmup100 on three seeds of MRPC and SST-2 against the defaults' three seeds."""
+
+    def runs(task: str, variant: str, values: tuple[float, ...]) -> list[dict]:
+        name = f"-{variant}" if variant else ""
+        return [
+            record("aroma", s, v, task=task, variant=variant, id=f"{task}-aroma{name}-s{s}")
+            for s, v in enumerate(values)
+        ]
+
+    base = runs("mrpc", "", (0.80, 0.81, 0.79)) + runs("sst2", "", (0.85, 0.84, 0.86))
+    gain = runs("mrpc", "rewarmup100", (0.83, 0.84, 0.82))
+    half = claims.knob_guide(base + gain[:1])
+    assert "Seeds and SST-2 for rewarmup_steps 100: pending: 5 run(s) missing" in half
+    flat = claims.knob_guide(base + gain + runs("sst2", "rewarmup100", (0.85, 0.845, 0.855)))
+    assert "MRPC 83.0 ± 1.0 against the defaults' 80.0 ± 1.0 (+3.0, 2 SE 1.6; 3 vs 3 seeds: real)" in flat
+    assert flat.rstrip().splitlines()[-3].endswith(": a better default.")
+    worse = claims.knob_guide(base + gain + runs("sst2", "rewarmup100", (0.80, 0.81, 0.79)))
+    assert "SST-2 80.0 ± 1.0 against the defaults' 85.0 ± 1.0 (-5.0, 2 SE 1.6; 3 vs 3 seeds: real)" in worse
+    assert ": not a better default." in worse
