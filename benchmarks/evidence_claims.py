@@ -680,9 +680,9 @@ KNOBS = {  # knob -> (variants of the plan, what the method's mechanics imply: r
     "rewarmup": (
         ("rewarmup0", "rewarmup100"),
         "the lr ramps up over this many steps after every new piece: with the default 50, a piece"
-        " of about 100 steps trains its first half at a reduced lr, so a longer re-warmup makes "
-        "smaller pieces (and, under the paper's outer criterion, earlier finishes); 0 starts each"
-        " piece at the full lr on a freshly pruned Adam state",
+        " of about 100 steps trains its first half at a reduced lr; while its lr rises a piece keeps"
+        " growing past the inner criterion, so a longer re-warmup makes fewer, longer pieces at the"
+        " same budget; 0 starts each piece at the full lr on a freshly pruned Adam state",
     ),
 }
 
