@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import commonsense_tables
-from evidence import CONFIRM, RESETS, SENSITIVITY, STOP, STOP_LR, plan
+from evidence import CONFIRM, LR_FACTORS, RESETS, SENSITIVITY, STOP, STOP_LR, plan
 from evidence_records import (
     by_cell,
     difference,
     fmt,
+    grid_choice,
     is_default,
     param_columns,
     params_at,
@@ -88,6 +89,32 @@ def compare(records: Records, task: str, a: str, b: str) -> tuple[str, str] | No
     diff, se, kind = difference(sa, sb)
     spread = "one seed" if se is None else f"2 SE {2 * se:.1f}"
     return f"{diff:+.1f} ({spread}; {len(sa)} vs {len(sb)} seeds)", kind
+
+
+def tuned(records: Records, task: str, label: str) -> dict[str, Any] | None:
+    """The seed-0 run at the lr its grid chose, once the grid (default x 1/3, 1, 3) is complete."""
+    runs = [
+        r
+        for r in records
+        if r["task"] == task and r["label"] == label and r["seed"] == 0 and not r["variant"]
+    ]
+    complete = len({round(r["lr_factor"], 3) for r in runs}) == 1 + len(LR_FACTORS)
+    return grid_choice(runs) if complete else None
+
+
+def compare_tuned(records: Records, task: str, label: str) -> tuple[float, str, str] | None:
+    """AROMA minus a baseline: the difference, its kind and where the baseline stood. A one-seed
+    baseline whose complete lr grid chose a non-default lr is taken at that lr (the same grid for
+    every method; AROMA's grid keeps its default); every other baseline at its default lr."""
+    mine, theirs = scores(records, task, "aroma"), scores(records, task, label)
+    run = tuned(records, task, label)
+    at = ""
+    if run is not None and run["lr_factor"] != 1.0 and len(theirs) <= 1:
+        theirs, at = [score(run)], f"at its grid's lr {run['lr']:.2g}, "
+    if not mine or not theirs:
+        return None
+    diff, _, kind = difference(mine, theirs)
+    return diff, kind, at
 
 
 def beats_verdict(kind: str, text: str) -> str:
@@ -195,11 +222,12 @@ def claim_against(records: Records, labels: tuple[str, ...], groups: tuple[str, 
                     r.task == t and r.label == lab and r.group in groups and r.lr_factor == 1.0
                 ),
             )
-            found = compare(records, task, "aroma", label)
+            found = compare_tuned(records, task, label)
             if found is None:
                 continue
-            rows.append(f"{NAMES[label]} {found[0].split(' (')[0]} ({found[1]})")
-            kinds.append((float(found[0].split(" ")[0]), found[1]))
+            diff, kind, at = found
+            rows.append(f"{NAMES[label]} {diff:+.1f} ({at}{kind})")
+            kinds.append((diff, kind))
         text = f"{TASK_NAMES[task]}: AROMA - " + (", ".join(rows) if rows else "none yet")
         if lacking:
             parts.append(f"{text}; {pending_text(lacking)}")

@@ -79,6 +79,13 @@ def difference(a: list[float], b: list[float]) -> tuple[float, float | None, str
     return diff, se, "real" if abs(diff) > 2 * se else "within the seed spread"
 
 
+def grid_choice(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The learning rate a grid chooses: best on the selection half, a tie going to the lr nearest the
+    default (at which the seeds run)."""
+    ok = [r for r in runs if not r.get("diverged")]
+    return max(ok, key=lambda r: (r["selected"]["selection"], -abs(math.log(r["lr_factor"]))), default=None)
+
+
 def sora_stages(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Task -> the stage ends of its SoRA scheduler run (``sched``), in order."""
     return {

@@ -17,7 +17,6 @@ listed under the tables.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from collections import defaultdict
@@ -39,6 +38,7 @@ from evidence_records import (
     by_cell,
     difference,
     fmt,
+    grid_choice,
     is_default,
     load,
     machine_note,
@@ -106,8 +106,7 @@ def comparisons(records: list[dict[str, Any]]) -> str:
 
 def lr_grid(records: list[dict[str, Any]]) -> str:
     """Every learning rate tried (seed 0, no variant): selection-half and report-half metric; the
-    chosen one (best on the selection half; a tie goes to the lr nearest the default, at which the
-    seeds run) is marked."""
+    chosen one (``grid_choice``) is marked."""
     grid: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r["seed"] == 0 and not r["variant"]:
@@ -116,10 +115,7 @@ def lr_grid(records: list[dict[str, Any]]) -> str:
     for (task, label), runs in sorted(grid.items()):
         if len({r["lr_factor"] for r in runs}) < 2:
             continue
-        ok = [r for r in runs if not r.get("diverged")]
-        chosen = max(
-            ok, key=lambda r: (r["selected"]["selection"], -abs(math.log(r["lr_factor"]))), default=None
-        )
+        chosen = grid_choice(runs)
         cells = []
         for r in sorted(runs, key=lambda r: r["lr"]):
             if r.get("diverged"):

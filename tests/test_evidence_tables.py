@@ -285,6 +285,24 @@ def test_claim_against_one_seed_baselines_is_indicative(claims):
     assert claims.claim_against(runs, ("lora_r1",), ("g1",))[1].startswith("MRPC: pending")
 
 
+def test_claim_against_takes_a_one_seed_baseline_at_its_complete_grids_lr(claims):
+    """Every method gets the same lr grid: once a one-seed baseline's grid is complete and chose a
+    non-default lr, AROMA is compared against that run; an unfinished grid keeps the default."""
+    runs = seeds("aroma", (0.80, 0.81, 0.82)) + [record("bitfit", 0, 0.80, group="g3")]
+    high = record("bitfit", 0, 0.86, lr=3e-3, lr_factor=3.0, selected={"accuracy": 0.86, "selection": 0.90})
+    low = record(
+        "bitfit", 0, 0.70, lr=3.3e-4, lr_factor=1 / 3, selected={"accuracy": 0.70, "selection": 0.70}
+    )
+    half = claims.claim_against([*runs, high], ("bitfit",), ("g3",))[0]
+    assert half.startswith("MRPC: AROMA - BitFit +1.0 (indicative (one seed))")
+    whole = claims.claim_against([*runs, high, low], ("bitfit",), ("g3",))[0]
+    assert whole.startswith("MRPC: AROMA - BitFit -5.0 (at its grid's lr 0.003, indicative (one seed))")
+    default_wins = [*runs, high | {"selected": {"accuracy": 0.86, "selection": 0.5}}, low]
+    assert claims.claim_against(default_wins, ("bitfit",), ("g3",))[0].startswith(
+        "MRPC: AROMA - BitFit +1.0 (indicative"
+    )
+
+
 def test_claim_time_from_the_quiet_whole_runs(claims, tmp_path):
     assert claims.claim_time(tmp_path)[1] == "pending"
     result = {
