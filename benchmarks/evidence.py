@@ -227,26 +227,31 @@ def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
     return "interrupted" if latest(out) is not None else "to do"
 
 
+def finished_records(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Run id -> its result record, for every finished run in ``results_dir``."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
+
+
 def remaining_hours(
-    runs: list[Run], results_dir: Path, known: list[Run] | None = None
+    runs: list[Run], finished: dict[str, dict[str, Any]], known: list[Run] | None = None
 ) -> dict[str, tuple[float, int]]:
     """Per group of ``runs``, the pending runs' wall hours on one core (and how many runs could not be
-    estimated): planned steps x the median wall seconds per planned step of the finished runs of
-    ``known`` (default: ``runs``; the whole plan, so that ``--only`` a later group still finds the
-    rates of the earlier ones) of the same task and model (from their records: evaluations, start and
-    end included, on the machine as it was). Every method of a task gets the same rate, so full
+    estimated): planned steps x the median wall seconds per planned step of the ``finished`` records
+    (id -> record) of ``known`` (default: ``runs``; the whole plan, so that ``--only`` a later group
+    still finds the rates of the earlier ones) of the same task and model (evaluations, start and end
+    included, on the machine as it was). Every method of a task gets the same rate, so full
     fine-tuning's heavier steps are underestimated."""
 
     rates: dict[tuple[str, str | None], list[float]] = {}
     for run in runs if known is None else known:
-        path = results_dir / f"{run.id}.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            rate = record["wall_time_s"] / record["planned_steps"]
-            rates.setdefault((run.task, run.model), []).append(rate)
+        if run.id in finished:
+            record = finished[run.id]
+            rates.setdefault((run.task, run.model), []).append(
+                record["wall_time_s"] / record["planned_steps"]
+            )
     hours: dict[str, tuple[float, int]] = {}
     for run in runs:
-        if (results_dir / f"{run.id}.json").is_file():
+        if run.id in finished:
             continue
         total, unknown = hours.get(run.group, (0.0, 0))
         rate = rates.get((run.task, run.model))
@@ -553,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         for run, state in zip(runs, states):
             print(f"{run.group}  {run.id:45s} {state}")
         print(f"{states.count('done')} of {len(runs)} runs done")
-        for group, (hours, unknown) in remaining_hours(runs, args.results_dir, full_plan).items():
+        for group, (hours, unknown) in remaining_hours(
+            runs, finished_records(args.results_dir), full_plan
+        ).items():
             also = f" (+ {unknown} run(s) of a task or model with no finished run yet)" if unknown else ""
             print(f"{group}: about {hours:.1f} h of one core left{also}")
         return 0

@@ -285,14 +285,15 @@ def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_pa
         module.Run("g5", "cola", "aroma"),
     ]
     (tmp_path / f"{runs[0].id}.json").write_text(json.dumps({"wall_time_s": 3600.0, "planned_steps": 1500}))
-    hours = module.remaining_hours(runs, tmp_path)
+    finished = module.finished_records(tmp_path)
+    hours = module.remaining_hours(runs, finished)
     assert hours["g1"] == (pytest.approx(1.0), 0)  # the other MRPC run, at the finished one's rate
     assert hours["stop"] == (pytest.approx(2.0), 0)  # twice the steps
     assert hours["g5"] == (0.0, 1)  # no finished CoLA run: not estimated, counted
     # --only a later group: the rates still come from the finished runs of the whole plan
-    later = module.remaining_hours(runs[1:2], tmp_path, known=runs)
+    later = module.remaining_hours(runs[1:2], finished, known=runs)
     assert later["g1"] == (pytest.approx(1.0), 0)
-    assert module.remaining_hours(runs[1:2], tmp_path)["g1"] == (0.0, 1)
+    assert module.remaining_hours(runs[1:2], finished)["g1"] == (0.0, 1)
 
 
 def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(

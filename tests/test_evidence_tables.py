@@ -461,3 +461,19 @@ def test_knob_confirmation_changes_a_default_only_on_a_real_gain_without_a_real_
     worse = claims.knob_guide(base + gain + runs("sst2", "rewarmup100", (0.80, 0.81, 0.79)))
     assert "SST-2 80.0 ± 1.0 against the defaults' 85.0 ± 1.0 (-5.0, 2 SE 1.6; 3 vs 3 seeds: real)" in worse
     assert ": not a better default." in worse
+
+
+def test_costs_block_times_the_finished_runs_and_estimates_what_is_left(tables):
+    runs = [
+        record("aroma", 0, 0.8, wall_time_s=1800.0),
+        record("aroma", 1, 0.8, wall_time_s=3600.0),
+        record("aroma", 2, 0.8, wall_time_s=9000.0, planned_steps=3000, id="mrpc-aroma-steps3000-s0"),
+    ]
+    lines = tables.costs(runs).splitlines()
+    assert lines[0] == (
+        "- MRPC (all-MiniLM-L6-v2): 2 runs of 1,500 steps, 30 to 60 minutes, median 45; "
+        "2.40 s per planned step (median of all 3 runs)"
+    )
+    # g1: 10 MRPC runs pending at 1 h each; its 12 SST-2 runs have no timed SST-2 run to go by
+    assert lines[1].startswith("- Left with 3 of ")
+    assert "g1: 10.0 h, 12 run(s) of a task or model not yet timed; " in lines[1]
