@@ -244,8 +244,8 @@ def remaining_hours(
 
     rates: dict[tuple[str, str | None], list[float]] = {}
     for run in runs if known is None else known:
-        if run.id in finished:
-            record = finished[run.id]
+        record = finished.get(run.id, {})
+        if record.get("wall_time_s"):
             rates.setdefault((run.task, run.model), []).append(
                 record["wall_time_s"] / record["planned_steps"]
             )
@@ -260,6 +260,20 @@ def remaining_hours(
             total += steps * statistics.median(rate) / 3600
         hours[run.group] = (total, unknown + (not rate))
     return hours
+
+
+def hours_left(
+    runs: list[Run], finished: dict[str, dict[str, Any]], known: list[Run] | None = None
+) -> list[str]:
+    """One line per group with pending runs: its hours of one core (``remaining_hours``) and how many
+    of its runs are of a task or model with no timed run yet."""
+    lines = []
+    for group, (hours, unknown) in remaining_hours(runs, finished, known).items():
+        pending = sum(run.group == group and run.id not in finished for run in runs)
+        parts = [f"about {hours:.1f} h of one core"] if unknown < pending else []
+        parts += [f"{unknown} run(s) of a task or model not yet timed"] if unknown else []
+        lines.append(f"{group}: {' + '.join(parts)}")
+    return lines
 
 
 def execute(
@@ -558,11 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         for run, state in zip(runs, states):
             print(f"{run.group}  {run.id:45s} {state}")
         print(f"{states.count('done')} of {len(runs)} runs done")
-        for group, (hours, unknown) in remaining_hours(
-            runs, finished_records(args.results_dir), full_plan
-        ).items():
-            also = f" (+ {unknown} run(s) of a task or model with no finished run yet)" if unknown else ""
-            print(f"{group}: about {hours:.1f} h of one core left{also}")
+        for line in hours_left(runs, finished_records(args.results_dir), full_plan):
+            print(f"left, {line}")
         return 0
     if args.recollect:
         from aroma_peft.io import write_json

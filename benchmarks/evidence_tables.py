@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from evidence import COMMON, RESETS, SENSITIVITY, STEPS, plan, remaining_hours
+from evidence import COMMON, RESETS, SENSITIVITY, STEPS, hours_left, plan
 from evidence_claims import (
     STOP_VARIANTS,
     TASK_NAMES,
@@ -195,7 +195,7 @@ def pending(records: list[dict[str, Any]]) -> str:
 def costs(records: list[dict[str, Any]]) -> str:
     """Wall minutes of the finished full-budget runs per task and model, and the hours of one core the
     plan's pending runs need at the median seconds per planned step of all its finished runs of that
-    task and model (``remaining_hours``, as ``evidence.py --dry-run``)."""
+    task and model (``hours_left``, as ``evidence.py --dry-run``)."""
     per: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r.get("wall_time_s"):
@@ -216,16 +216,10 @@ def costs(records: list[dict[str, Any]]) -> str:
         )
     planned = plan()
     finished = {r["id"]: r for r in records}
-    left = []
-    for group, (hours, unknown) in remaining_hours(planned, finished).items():
-        pending_runs = sum(run.group == group and run.id not in finished for run in planned)
-        parts = [f"{hours:.1f} h"] if unknown < pending_runs else []
-        parts += [f"{unknown} run(s) of a task or model not yet timed"] if unknown else []
-        left.append(f"{group}: {', '.join(parts)}")
     done = sum(run.id in finished for run in planned)
     lines.append(
-        f"- Left with {done} of {len(planned)} planned runs done, in hours of one core at these medians: "
-        + ("; ".join(left) if left else "nothing")
+        f"- Left with {done} of {len(planned)} planned runs done, at these medians: "
+        + ("; ".join(hours_left(planned, finished)) or "nothing")
     )
     return "\n".join(lines) + "\n"
 

@@ -476,4 +476,4 @@ def test_costs_block_times_the_finished_runs_and_estimates_what_is_left(tables):
     )
     # g1: 10 MRPC runs pending at 1 h each; its 12 SST-2 runs have no timed SST-2 run to go by
     assert lines[1].startswith("- Left with 3 of ")
-    assert "g1: 10.0 h, 12 run(s) of a task or model not yet timed; " in lines[1]
+    assert "g1: about 10.0 h of one core + 12 run(s) of a task or model not yet timed; " in lines[1]
