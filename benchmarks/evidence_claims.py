@@ -648,14 +648,14 @@ def readme_table(records: Records) -> str:
     cells = by_cell(records)
     rows = [
         "| task | method | seeds | dev accuracy, report half (mean ± std) | vs LoRA r=8 | adapter params "
-        "initial / mean / end | total rank (end) |",
-        "|---|---|---|---|---|---|---|",
+        "initial / mean / end | total rank (end) | lr grid's choice (seed 0): lr, report half |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for task in sorted({t for t, _ in cells}):
         first = next(iter(r for (t, _), runs in cells.items() if t == task for r in runs))
         majority = first["majority"].get(first["main_metric"])
         if majority is not None:
-            rows.append(f"| {task} | majority class | - | {100 * majority:.1f} | | | |")
+            rows.append(f"| {task} | majority class | - | {100 * majority:.1f} | | | | |")
         for label in NAMES:
             runs = [r for r in cells.get((task, label), []) if not r.get("diverged")]
             if not runs:
@@ -664,9 +664,11 @@ def readme_table(records: Records) -> str:
             vs_text = f"{vs[0].split(' (')[0]} ({vs[1].replace(' (', ', ').rstrip(')')})" if vs else ""
             params = " / ".join(param_columns(runs))
             ranks = [r["total_rank_end"] for r in runs if r.get("total_rank_end") is not None]
+            chosen = tuned(records, task, label)
+            grid = f"{chosen['lr']:.2g}, {score(chosen):.1f}" if chosen else "pending"
             rows.append(
                 f"| {task} | {NAMES[label]} | {len(runs)} | {fmt([score(r) for r in runs])} | {vs_text} | "
-                f"{params} | {span(ranks) if ranks else '-'} |"
+                f"{params} | {span(ranks) if ranks else '-'} | {grid} |"
             )
     if len(rows) == 2:
         return "No run of the plan has finished yet.\n"

@@ -301,6 +301,8 @@ def test_claim_against_takes_a_one_seed_baseline_at_its_complete_grids_lr(claims
     assert claims.claim_against(default_wins, ("bitfit",), ("g3",))[0].startswith(
         "MRPC: AROMA - BitFit +1.0 (indicative"
     )
+    assert claims.readme_table([*runs, high, low]).splitlines()[-1].endswith("| 0.003, 86.0 |")
+    assert claims.readme_table([*runs, high]).splitlines()[-1].endswith("| pending |")
 
 
 def test_claim_time_from_the_quiet_whole_runs(claims, tmp_path):
