@@ -45,7 +45,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -351,11 +351,13 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
                 "step": e["step"],
                 "select": e.get("select", {}).get(main),
                 "report": e.get("report", {}).get(main),
+                # the mean training loss since the previous evaluation
+                "train_loss": mean_loss(trains.values(), before["step"] if before else 0, e["step"]),
                 "adapter_params": trains.get(e["step"], {}).get("adapter_params"),
                 "total_rank": trains.get(e["step"], {}).get("total_rank"),
                 "finished_modules": trains.get(e["step"], {}).get("finished_modules"),
             }
-            for e in evals
+            for before, e in zip([None, *evals], evals)
         ],
         "train_loss_end": train_loss_end(list(trains.values()), metrics.get("steps")),
         "first_module_finished_at": next(
@@ -376,9 +378,12 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
 def train_loss_end(trains: list[dict[str, Any]], steps: int | None) -> float | None:
     """Mean training loss over the last tenth of the run's steps: how far a method fits the training
     set at the same budget (beside the dev metric it tells under- from over-fitting)."""
-    if not steps:
-        return None
-    losses = [r["loss"] for r in trains if r["step"] > 0.9 * steps and r.get("loss") is not None]
+    return mean_loss(trains, 0.9 * steps, steps) if steps else None
+
+
+def mean_loss(trains: Iterable[dict[str, Any]], after: float, upto: float) -> float | None:
+    """Mean logged training loss over the steps in (after, upto]."""
+    losses = [r["loss"] for r in trains if after < r["step"] <= upto and r.get("loss") is not None]
     return statistics.fmean(losses) if losses else None
 
 

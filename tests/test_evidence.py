@@ -180,9 +180,10 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     assert [p["step"] for p in record["trajectory"]] == [4, 8] or record["stopped_early"]
     assert "first_module_finished_at" in record
     last = [r["loss"] for r in log if r["type"] == "train" and r["step"] > 0.9 * 8]  # first's: step 8
-    assert json.loads((tmp_path / "res" / f"{first.id}.json").read_text())["train_loss_end"] == pytest.approx(
-        sum(last) / len(last)
-    )
+    first_record = json.loads((tmp_path / "res" / f"{first.id}.json").read_text())
+    assert first_record["train_loss_end"] == pytest.approx(sum(last) / len(last))
+    second_half = [r["loss"] for r in log if r["type"] == "train" and 4 < r["step"] <= 8]
+    assert first_record["trajectory"][1]["train_loss"] == pytest.approx(sum(second_half) / len(second_half))
 
     mtimes = [(tmp_path / "res" / f"{r.id}.json").stat().st_mtime_ns for r in runs]
     assert module.main(dirs) == 0
