@@ -227,6 +227,13 @@ def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
     return "interrupted" if latest(out) is not None else "to do"
 
 
+def model_name(model: str | None) -> str:
+    """A run's model as the tables name it: a local folder by its name (not this machine's path)."""
+    if not model:
+        return "all-MiniLM-L6-v2"
+    return Path(model).name if Path(model).is_dir() else model
+
+
 def finished_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     """Run id -> its result record, for every finished run in ``results_dir``."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))}
@@ -315,7 +322,7 @@ def result_record(run: Run, out: Path, data_dir: Path) -> dict[str, Any]:
         "id": run.id,
         "group": run.group,
         "task": run.task,
-        "model": config.get("model") or "all-MiniLM-L6-v2",
+        "model": model_name(config.get("model")),
         "label": run.label,
         "method": run.method,
         "variant": run.variant,

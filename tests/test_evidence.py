@@ -275,6 +275,7 @@ def test_evidence_mpnet_runs_default_to_the_unpacked_pypi_parts(evidence, tmp_pa
     assert module.main(dirs) == 0
     record = json.loads((tmp_path / "res" / f"{mpnet.id}.json").read_text())
     assert record["settings"]["model"] == runs[0].model and record["id"] == "sst2-mpnet-lora_r1-s0"
+    assert record["model"] == Path(runs[0].model).name  # the tables name a local folder, not its path
 
 
 def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_path):

@@ -479,3 +479,38 @@ def test_costs_block_times_the_finished_runs_and_estimates_what_is_left(tables):
     # g1: 10 MRPC runs pending at 1 h each; its 12 SST-2 runs have no timed SST-2 run to go by
     assert lines[1].startswith("- Left with 3 of ")
     assert "g1: about 10.0 h of one core + 12 run(s) of a task or model not yet timed; " in lines[1]
+
+
+def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(claims):
+    """Group 5: CoLA's probe learned (Matthews well above 0), so AROMA is compared with each gated run
+    once all are in; RTE's probe sits at the majority class, so RTE is not testable here."""
+
+    def run(task: str, label: str, value: float, metric: str, majority: float) -> dict:
+        model = "-mpnet" if task == "rte" else ""
+        return record(
+            label,
+            0,
+            value,
+            id=f"{task}{model}-{label}-s0",
+            task=task,
+            group="g5",
+            main_metric=metric,
+            majority={metric: majority},
+            selected={metric: value, "selection": value, "step": 700},
+        )
+
+    assert claims.claim_more_tasks([])[1] == "CoLA: pending; RTE (MPNet-base): pending"
+    cola = [run("cola", "lora_r8", 0.30, "matthews", 0.0), run("cola", "aroma", 0.25, "matthews", 0.0)]
+    rte = [run("rte", "lora_r8", 0.51, "accuracy", 0.5)]
+    text, verdict = claims.claim_more_tasks(cola + rte)
+    assert text.startswith("CoLA: LoRA r=8 30.0, AROMA 25.0; pending: 2 run(s) missing")
+    assert "RTE (MPNet-base): LoRA r=8 did not learn it in 1,500 steps (accuracy 0.510 against" in text
+    assert (
+        verdict == "CoLA: pending; RTE (MPNet-base): not testable here (LoRA r=8 stays at the majority class)"
+    )
+    cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
+    text, verdict = claims.claim_more_tasks(cola + rte)
+    assert "AROMA - LoRA r=8 -5.0, LoRA r=1 +5.0, SoRA -3.0" in text
+    assert verdict.startswith("CoLA: indicative only (one seed): AROMA ahead of 1 of 3;")
+    assert claims.readme_table(cola).splitlines()[2].startswith("| cola | majority class | - | 0.0 |")
+    assert claims.readme_table(cola).splitlines()[3].endswith("| not in the plan |")  # g5 has no lr grid
