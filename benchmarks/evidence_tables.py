@@ -129,7 +129,8 @@ def lr_grid(records: list[dict[str, Any]]) -> str:
 
 
 def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str:
-    """AROMA variants beside its defaults (seed 0): where it stopped, its ranks and metrics."""
+    """AROMA variants beside its defaults (seed 0) on the tasks they ran: where it stopped, its ranks
+    and metrics."""
     rows = [
         "| task | variant | planned steps | first module finished | stopped at | selected | "
         "best report-half eval | final | total rank end | adapter params mean |",
@@ -140,6 +141,8 @@ def aroma_table(records: list[dict[str, Any]], variants: tuple[str, ...]) -> str
         for r in records
         if r["label"] == "aroma" and r["seed"] == 0 and r["lr_factor"] == 1.0 and r["variant"] in variants
     ]
+    varied = {r["task"] for r in chosen if r["variant"]}
+    chosen = [r for r in chosen if r["task"] in varied]
     for r in sorted(chosen, key=lambda r: (r["task"], variants.index(r["variant"]))):
         if r.get("diverged"):
             rows.append(

@@ -101,6 +101,8 @@ def test_stop_table_and_pending_runs(tables, tmp_path):
         "| mrpc | default | 1500 | 1200 (80%) | 1450 (97%) |" in text
         and "| mrpc | steps3000 | 3000 | - | 2900 (97%) |" in text
     )
+    cola = record("aroma", 0, 0.3, task="cola", id="cola-aroma-s0")  # no variant ran on CoLA: no row
+    assert "| cola |" not in tables.aroma_table([*runs, cola], ("", "steps3000"))
     for r in runs:
         (tmp_path / f"{r['id']}{r['variant']}.json").write_text(json.dumps(r))
     out = tmp_path / "docs"
