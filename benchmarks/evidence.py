@@ -209,6 +209,21 @@ def probe_learned(record: dict[str, Any], data_dir: Path) -> tuple[bool, str]:
     return got > base + 2 * se, text
 
 
+def skip_reason(run: Run, finished: dict[str, dict[str, Any]], data_dir: Path = DATA) -> str | None:
+    """Why a gated run will never run: its probe finished (``finished``: id -> record) without learning
+    the task. None while it may still run (ungated, or its probe not finished yet)."""
+    probe = finished.get(run.gate) if run.gate else None
+    if probe is None:
+        return None
+    learned, text = probe_learned(probe, data_dir)
+    return None if learned else f"its probe {run.gate} did not learn ({text})"
+
+
+def left_to_run(runs: list[Run], finished: dict[str, dict[str, Any]], data_dir: Path = DATA) -> list[Run]:
+    """The runs neither finished nor skipped for good (``skip_reason``)."""
+    return [r for r in runs if r.id not in finished and not skip_reason(r, finished, data_dir)]
+
+
 def select(runs: list[Run], only: str | None, limit: int | None) -> list[Run]:
     """Runs whose id or group starts with one of the comma-separated prefixes in ``only``."""
     prefixes = [p for p in (only or "").split(",") if p]
@@ -240,7 +255,10 @@ def finished_records(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def remaining_hours(
-    runs: list[Run], finished: dict[str, dict[str, Any]], known: list[Run] | None = None
+    runs: list[Run],
+    finished: dict[str, dict[str, Any]],
+    known: list[Run] | None = None,
+    data_dir: Path = DATA,
 ) -> dict[str, tuple[float, int]]:
     """Per group of ``runs``, the pending runs' wall hours on one core (and how many runs could not be
     estimated): planned steps x the median wall seconds per planned step of the ``finished`` records
@@ -257,9 +275,7 @@ def remaining_hours(
                 record["wall_time_s"] / record["planned_steps"]
             )
     hours: dict[str, tuple[float, int]] = {}
-    for run in runs:
-        if run.id in finished:
-            continue
+    for run in left_to_run(runs, finished, data_dir):
         total, unknown = hours.get(run.group, (0.0, 0))
         rate = rates.get((run.task, run.model))
         steps = (BUDGETS[run.task] | run.changes)["max_steps"]
@@ -270,13 +286,17 @@ def remaining_hours(
 
 
 def hours_left(
-    runs: list[Run], finished: dict[str, dict[str, Any]], known: list[Run] | None = None
+    runs: list[Run],
+    finished: dict[str, dict[str, Any]],
+    known: list[Run] | None = None,
+    data_dir: Path = DATA,
 ) -> list[str]:
     """One line per group with pending runs: its hours of one core (``remaining_hours``) and how many
     of its runs are of a task or model with no timed run yet."""
     lines = []
-    for group, (hours, unknown) in remaining_hours(runs, finished, known).items():
-        pending = sum(run.group == group and run.id not in finished for run in runs)
+    left = left_to_run(runs, finished, data_dir)
+    for group, (hours, unknown) in remaining_hours(runs, finished, known, data_dir).items():
+        pending = sum(run.group == group for run in left)
         parts = [f"about {hours:.1f} h of one core"] if unknown < pending else []
         parts += [f"{unknown} run(s) of a task or model not yet timed"] if unknown else []
         lines.append(f"{group}: {' + '.join(parts)}")
@@ -573,18 +593,23 @@ def main(argv: list[str] | None = None) -> int:
         probe = args.results_dir / f"{run.gate}.json"
         if not probe.is_file():
             return f"waits for its probe {run.gate}"
-        learned, text = probe_learned(json.loads(probe.read_text()), args.data_dir)
-        return None if learned else f"its probe {run.gate} did not learn ({text})"
+        return skip_reason(run, {run.gate: json.loads(probe.read_text())}, args.data_dir)
 
     if args.dry_run:
         states = [status(r, args.runs_dir, args.results_dir) for r in runs]
+        reasons = [why_not(r) if s == "to do" else None for r, s in zip(runs, states)]
         states = [
-            f"skipped: {why_not(r)}" if s == "to do" and why_not(r) else s for r, s in zip(runs, states)
+            s if not why else why if why.startswith("waits") else f"skipped: {why}"
+            for s, why in zip(states, reasons)
         ]
         for run, state in zip(runs, states):
             print(f"{run.group}  {run.id:45s} {state}")
-        print(f"{states.count('done')} of {len(runs)} runs done")
-        for line in hours_left(runs, finished_records(args.results_dir), full_plan):
+        finished = finished_records(args.results_dir)
+        skipped = len(runs) - states.count("done") - len(left_to_run(runs, finished, args.data_dir))
+        print(
+            f"{states.count('done')} of {len(runs)} runs done" + (f", {skipped} skipped" if skipped else "")
+        )
+        for line in hours_left(runs, finished, full_plan, args.data_dir):
             print(f"left, {line}")
         return 0
     if args.recollect:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from evidence import COMMON, RESETS, SENSITIVITY, STEPS, hours_left, plan
+from evidence import COMMON, RESETS, SENSITIVITY, STEPS, hours_left, left_to_run, plan, skip_reason
 from evidence_claims import (
     STOP_VARIANTS,
     TASK_NAMES,
@@ -180,18 +180,19 @@ def sora_tradeoff(records: list[dict[str, Any]]) -> str:
 
 
 def pending(records: list[dict[str, Any]]) -> str:
-    """What the plan still lacks, per group."""
-    done = {r["id"] for r in records}
+    """What the plan still lacks, per group, and the gated runs it skips for good (``skip_reason``)."""
+    finished = {r["id"]: r for r in records}
     missing: dict[str, list[str]] = defaultdict(list)
     planned = plan()
-    for run in planned:
-        if run.id not in done:
-            missing[run.group].append(run.id)
-    lines = [f"{len(done & {r.id for r in planned})} of {len(planned)} planned runs finished."]
+    for run in left_to_run(planned, finished):
+        missing[run.group].append(run.id)
+    lines = [f"{sum(r.id in finished for r in planned)} of {len(planned)} planned runs finished."]
     lines += [
         f"- {group}: {len(ids)} pending ({', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''})"
         for group, ids in missing.items()
     ]
+    skipped = [(run, skip_reason(run, finished)) for run in planned if run.id not in finished]
+    lines += [f"- {run.group}: `{run.id}` skipped: {why}" for run, why in skipped if why]
     return "\n".join(lines) + "\n"
 
 
@@ -220,8 +221,11 @@ def costs(records: list[dict[str, Any]]) -> str:
     planned = plan()
     finished = {r["id"]: r for r in records}
     done = sum(run.id in finished for run in planned)
+    skipped = len(planned) - done - len(left_to_run(planned, finished))
     lines.append(
-        f"- Left with {done} of {len(planned)} planned runs done, at these medians: "
+        f"- Left with {done} of {len(planned)} planned runs done"
+        + (f" and {skipped} skipped (their probe did not learn the task)" if skipped else "")
+        + ", at these medians: "
         + ("; ".join(hours_left(planned, finished)) or "nothing")
     )
     return "\n".join(lines) + "\n"

@@ -317,7 +317,11 @@ def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
     assert not learned and n > 0 and f"+ 2 SE {2 * (0.25 / n) ** 0.5:.3f}" in text
     (tmp_path / "res" / f"{probe.id}.json").write_text(json.dumps(record | {"selected": {"accuracy": 0.5}}))
     assert module.main([*dirs, "--dry-run"]) == 0
-    assert f"its probe {probe.id} did not learn (accuracy 0.500 against" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"its probe {probe.id} did not learn (accuracy 0.500 against" in out
+    assert "0 of 1 runs done, 1 skipped" in out and "left, g5" not in out  # skipped is not pending
+    finished = module.finished_records(tmp_path / "res")
+    assert module.left_to_run([gated], finished, Path(dirs[1])) == []
     assert module.main(dirs) == 0
     assert not (tmp_path / "runs" / gated.id).exists()
 

@@ -483,7 +483,7 @@ def test_costs_block_times_the_finished_runs_and_estimates_what_is_left(tables):
     assert "g1: about 10.0 h of one core + 12 run(s) of a task or model not yet timed; " in lines[1]
 
 
-def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(claims):
+def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(tables, claims):
     """Group 5: CoLA's probe learned (Matthews well above 0), so AROMA is compared with each gated run
     once all are in; RTE's probe sits at the majority class, so RTE is not testable here."""
 
@@ -510,6 +510,10 @@ def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(
     assert (
         verdict == "CoLA: pending; RTE (MPNet-base): not testable here (LoRA r=8 stays at the majority class)"
     )
+    left = tables.pending(cola + rte)
+    assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in left  # RTE's gated runs are not pending
+    assert "- g5: `rte-mpnet-sora-s0` skipped: its probe rte-mpnet-lora_r8-s0 did not learn (accuracy" in left
+    assert "3 skipped (their probe did not learn the task)" in tables.costs(cola + rte)
     cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
     text, verdict = claims.claim_more_tasks(cola + rte)
     assert "AROMA - LoRA r=8 -5.0, LoRA r=1 +5.0, SoRA -3.0" in text
