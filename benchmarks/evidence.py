@@ -18,7 +18,8 @@ half, the other half is reported). The plan is in priority order (cut from the e
   g5  CoLA (does a longer run lift it off zero?), RTE with MPNet-base (all-mpnet-base-v2 from its
       PyPI parts, or ``--mpnet PATH``): LoRA r=8 probes each task first, and the other methods run
       only when it learned (its selected report-half metric more than two standard errors above the
-      majority class)
+      majority class); a probe that did not learn is tried once more at the grid's lr x 1/3, and
+      the other methods follow at that lr if it learns there
 
 Finished runs are skipped, interrupted ones resume from their last checkpoint (a checkpoint every
 10 minutes), so the plan completes across many interrupted invocations of the same command. Each
@@ -144,6 +145,7 @@ class Run:
     model: str | None = None  # None: the offline MiniLM
     model_name: str = ""  # the other model's name in the run id
     gate: str = ""  # id of a probe run: this run happens only if the probe learned (see probe_learned)
+    fallback_of: str = ""  # id of a probe run: this run happens only if that probe did not learn
 
     @property
     def id(self) -> str:
@@ -186,6 +188,13 @@ def plan(mpnet: str | None = None) -> list[Run]:
     for task, model in (("cola", {}), ("rte", {"model": mpnet or MPNET, "model_name": "mpnet"})):
         probe = Run("g5", task, PROBE, **model)
         runs += [probe, *(Run("g5", task, m, gate=probe.id, **model) for m in HEADLINE if m != PROBE)]
+        # a probe that collapses at the default lr gets the grid's lower lr before the task is given up
+        low = Run("g5", task, PROBE, 0, LR_FACTORS[0], fallback_of=probe.id, **model)
+        runs += [low] + [
+            Run("g5", task, m, 0, low.lr_factor, gate=low.id, fallback_of=probe.id, **model)
+            for m in HEADLINE
+            if m != PROBE
+        ]
     return runs
 
 
@@ -210,13 +219,21 @@ def probe_learned(record: dict[str, Any], data_dir: Path) -> tuple[bool, str]:
 
 
 def skip_reason(run: Run, finished: dict[str, dict[str, Any]], data_dir: Path = DATA) -> str | None:
-    """Why a gated run will never run: its probe finished (``finished``: id -> record) without learning
-    the task. None while it may still run (ungated, or its probe not finished yet)."""
+    """Why a gated run will never run (``finished``: id -> record): its probe finished without learning
+    the task, or the probe it falls back from learned it. None while it may still run."""
+    first = finished.get(run.fallback_of) if run.fallback_of else None
+    if first is not None and probe_learned(first, data_dir)[0]:
+        return f"{run.fallback_of} learned the task at its lr"
     probe = finished.get(run.gate) if run.gate else None
     if probe is None:
         return None
     learned, text = probe_learned(probe, data_dir)
     return None if learned else f"its probe {run.gate} did not learn ({text})"
+
+
+def waits_for(run: Run) -> list[str]:
+    """The probe runs whose results decide whether ``run`` happens."""
+    return [r for r in (run.fallback_of, run.gate) if r]
 
 
 def left_to_run(runs: list[Run], finished: dict[str, dict[str, Any]], data_dir: Path = DATA) -> list[Run]:
@@ -587,13 +604,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = select(full_plan, args.only, args.limit)
 
     def why_not(run: Run) -> str | None:
-        """A gated run waits for its probe's result, and is skipped for good if the probe did not learn."""
-        if not run.gate or (args.runs_dir / run.id).exists():  # a started run finishes
+        """A gated run waits for its probes' results, and is skipped for good if they rule it out."""
+        if not waits_for(run) or (args.runs_dir / run.id).exists():  # a started run finishes
             return None
-        probe = args.results_dir / f"{run.gate}.json"
-        if not probe.is_file():
-            return f"waits for its probe {run.gate}"
-        return skip_reason(run, {run.gate: json.loads(probe.read_text())}, args.data_dir)
+        found = {
+            p.stem: json.loads(p.read_text())
+            for p in (args.results_dir / f"{i}.json" for i in waits_for(run))
+            if p.is_file()
+        }
+        why = skip_reason(run, found, args.data_dir)
+        if why is None and len(found) < len(waits_for(run)):
+            return "waits for its probe " + " and ".join(i for i in waits_for(run) if i not in found)
+        return why
 
     if args.dry_run:
         states = [status(r, args.runs_dir, args.results_dir) for r in runs]

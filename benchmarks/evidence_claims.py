@@ -18,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import commonsense_tables
-from evidence import CONFIRM, DATA, LR_FACTORS, RESETS, SENSITIVITY, STOP, STOP_LR, plan, probe_learned
+from evidence import (
+    CONFIRM,
+    DATA,
+    LR_FACTORS,
+    RESETS,
+    SENSITIVITY,
+    STOP,
+    STOP_LR,
+    plan,
+    probe_learned,
+    waits_for,
+)
 from evidence_records import (
     by_cell,
     difference,
@@ -466,40 +477,54 @@ def claim_commonsense(rows: Records) -> tuple[str, str]:
 
 
 def claim_more_tasks(records: Records, data_dir: Path = DATA) -> tuple[str, str]:
-    """Group 5, one seed each: per probed task, AROMA against LoRA r=8, LoRA r=1 and SoRA once LoRA
-    r=8's probe learned the task; "not testable here" where the probe stayed at the majority class."""
-    by_id = {r["id"]: r for r in records}
+    """Group 5, one seed each: per probed task, AROMA against LoRA r=8, LoRA r=1 and SoRA at the lr at
+    which LoRA r=8's probe learned the task (the default, else the grid's x 1/3); "not testable here"
+    where the probe stayed at the majority class at both."""
+    by_id, runs = {r["id"]: r for r in records}, plan()
     parts, verdicts = [], []
-    for probe in (run for run in plan() if run.group == "g5" and not run.gate):
-        name = TASK_NAMES[probe.task] + (f" ({MODEL_NAMES[probe.model_name]})" if probe.model_name else "")
-        found = by_id.get(probe.id)
-        if found is None:
-            parts.append(f"{name}: {pending_text([probe.id])} (LoRA r=8, probing the task)")
-            verdicts.append(f"{name}: pending")
-            continue
-        learned, why = probe_learned(found, data_dir)
-        if not learned:
-            parts.append(f"{name}: LoRA r=8 did not learn it in {found['steps']:,} steps ({why})")
-            verdicts.append(f"{name}: not testable here (LoRA r=8 stays at the majority class)")
-            continue
-        gated = [run for run in plan() if run.gate == probe.id]
-        lacking = [run.id for run in gated if run.id not in by_id]
-        scored = {run.label: score(by_id[run.id]) for run in [probe, *gated] if run.id in by_id}
-        rows = [f"{NAMES[lab]} " + ("diverged" if s is None else f"{s:.1f}") for lab, s in scored.items()]
-        text = f"{name}: " + ", ".join(rows)
-        if lacking:
-            parts.append(f"{text}; {pending_text(lacking)}")
-            verdicts.append(f"{name}: pending")
-            continue
-        if scored["aroma"] is None:
-            parts.append(text)
-            verdicts.append(f"{name}: refuted at this scale (AROMA diverged)")
-            continue
-        diffs = {lab: scored["aroma"] - s for lab, s in scored.items() if lab != "aroma" and s is not None}
-        parts.append(text + "; AROMA - " + ", ".join(f"{NAMES[lab]} {d:+.1f}" for lab, d in diffs.items()))
-        ahead = sum(d > 0 for d in diffs.values())
-        verdicts.append(f"{name}: indicative only (one seed): AROMA ahead of {ahead} of {len(diffs)}")
+    for first in (run for run in runs if run.group == "g5" and not waits_for(run)):
+        name = TASK_NAMES[first.task] + (f" ({MODEL_NAMES[first.model_name]})" if first.model_name else "")
+        lower = next(run for run in runs if run.fallback_of == first.id and not run.gate)
+        tried = []
+        for probe in (first, lower):
+            found = by_id.get(probe.id)
+            if found is None:
+                parts.append(
+                    f"{name}: {'; '.join([*tried, pending_text([probe.id])])} (LoRA r=8, probing the task)"
+                )
+                verdicts.append(f"{name}: pending")
+                break
+            learned, why = probe_learned(found, data_dir)
+            if learned:
+                text, verdict = gated_comparison([probe, *(r for r in runs if r.gate == probe.id)], by_id)
+                at = f" at lr x{probe.lr_factor:.2g}" if probe.lr_factor != 1.0 else ""
+                parts.append(f"{name}{at}: {'; '.join([*tried, text])}")
+                verdicts.append(f"{name}: {verdict}")
+                break
+            tried.append(
+                f"LoRA r=8 did not learn it at lr {found['lr']:.2g} in {found['steps']:,} steps ({why})"
+            )
+        else:
+            parts.append(f"{name}: {'; '.join(tried)}")
+            verdicts.append(f"{name}: not testable here (LoRA r=8 stays at the majority class at both lrs)")
     return "; ".join(parts), "; ".join(verdicts)
+
+
+def gated_comparison(group: list[Any], by_id: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """A learned probe and the runs it gates: each one's score, then AROMA minus each other's."""
+    scored = {run.label: score(by_id[run.id]) for run in group if run.id in by_id}
+    text = ", ".join(
+        f"{NAMES[lab]} " + ("diverged" if s is None else f"{s:.1f}") for lab, s in scored.items()
+    )
+    lacking = [run.id for run in group if run.id not in by_id]
+    if lacking:
+        return f"{text}; {pending_text(lacking)}", "pending"
+    if scored["aroma"] is None:
+        return text, "refuted at this scale (AROMA diverged)"
+    diffs = {lab: scored["aroma"] - s for lab, s in scored.items() if lab != "aroma" and s is not None}
+    text += "; AROMA - " + ", ".join(f"{NAMES[lab]} {d:+.1f}" for lab, d in diffs.items())
+    ahead = sum(d > 0 for d in diffs.values())
+    return text, f"indicative only (one seed): AROMA ahead of {ahead} of {len(diffs)}"
 
 
 # --- AROMA's stop -------------------------------------------------------------------------------------
@@ -695,7 +720,7 @@ def readme_table(records: Records) -> str:
         "initial / mean / end | total rank (end) | lr grid's choice (seed 0): lr, report half |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    grids = {(run.task, run.label) for run in plan() if run.lr_factor != 1.0}
+    grids = {(run.task, run.label) for run in plan() if run.lr_factor != 1.0 and not waits_for(run)}
     for task in sorted({t for t, _ in cells}):
         first = next(iter(r for (t, _), runs in cells.items() if t == task for r in runs))
         majority = first["majority"].get(first["main_metric"])

@@ -224,7 +224,7 @@ def costs(records: list[dict[str, Any]]) -> str:
     skipped = len(planned) - done - len(left_to_run(planned, finished))
     lines.append(
         f"- Left with {done} of {len(planned)} planned runs done"
-        + (f" and {skipped} skipped (their probe did not learn the task)" if skipped else "")
+        + (f" and {skipped} skipped (ruled out by their probes' results)" if skipped else "")
         + ", at these medians: "
         + ("; ".join(hours_left(planned, finished)) or "nothing")
     )

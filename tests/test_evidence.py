@@ -302,13 +302,16 @@ def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
     evidence, tmp_path, capsys, monkeypatch
 ):
     """g5: the other methods of a task run only once its probe run is above the majority class by
-    more than two standard errors of the report half."""
+    more than two standard errors of the report half; a probe at the lower lr runs only if not."""
     module, runs, dirs = evidence
     probe = runs[0]
     gated = module.Run("g5", "sst2", "aroma", 1, model=probe.model, gate=probe.id)
-    monkeypatch.setattr(module, "plan", lambda mpnet=None: [gated])
+    low = module.Run("g5", "sst2", "lora_r1", 0, 1 / 3, model=probe.model, fallback_of=probe.id)
+    monkeypatch.setattr(module, "plan", lambda mpnet=None: [gated, low])
     assert module.main(dirs) == 0
-    assert f"skip {gated.id}: waits for its probe {probe.id}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"skip {gated.id}: waits for its probe {probe.id}" in out
+    assert f"skip {low.id}: waits for its probe {probe.id}" in out
 
     (tmp_path / "res").mkdir()
     record = {"task": "sst2", "main_metric": "accuracy", "majority": {"accuracy": 0.5}}
@@ -319,16 +322,19 @@ def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
     assert module.main([*dirs, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"its probe {probe.id} did not learn (accuracy 0.500 against" in out
-    assert "0 of 1 runs done, 1 skipped" in out and "left, g5" not in out  # skipped is not pending
+    assert "0 of 2 runs done, 1 skipped" in out and f"{low.id:45s} to do" in out
     finished = module.finished_records(tmp_path / "res")
-    assert module.left_to_run([gated], finished, Path(dirs[1])) == []
+    assert module.left_to_run([gated, low], finished, Path(dirs[1])) == [low]
     assert module.main(dirs) == 0
     assert not (tmp_path / "runs" / gated.id).exists()
+    assert (tmp_path / "res" / f"{low.id}.json").is_file()  # the fallback probe ran
 
     (tmp_path / "res" / f"{probe.id}.json").write_text(json.dumps(record | {"selected": {"accuracy": 0.99}}))
     assert module.main(dirs) == 0
     assert f"run {gated.id}" in capsys.readouterr().out
     assert (tmp_path / "res" / f"{gated.id}.json").is_file()
+    learned = module.finished_records(tmp_path / "res")
+    assert module.skip_reason(low, learned, Path(dirs[1])) == f"{probe.id} learned the task at its lr"
 
 
 def test_evidence_probe_threshold_for_matthews_correlation():

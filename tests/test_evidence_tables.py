@@ -108,7 +108,7 @@ def test_stop_table_and_pending_runs(tables, tmp_path):
     out = tmp_path / "docs"
     assert tables.main(["--results-dir", str(tmp_path), "--out-dir", str(out), "--docs"]) == 0
     glue = (out / "glue.md").read_text()
-    assert "1 of 133 planned runs finished." in glue and "- g1: 23 pending" in glue
+    assert "1 of 141 planned runs finished." in glue and "- g1: 23 pending" in glue
     assert "| mrpc | linear lr (default) | 3000 | 2900 (by eval) (97%) |" in (out / "aroma.md").read_text()
     assert Path(out / "lr_grid.md").read_text().count("No grid finished yet") == 1
 
@@ -485,15 +485,16 @@ def test_costs_block_times_the_finished_runs_and_estimates_what_is_left(tables):
 
 def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(tables, claims):
     """Group 5: CoLA's probe learned (Matthews well above 0), so AROMA is compared with each gated run
-    once all are in; RTE's probe sits at the majority class, so RTE is not testable here."""
+    once all are in; RTE's probe sits at the majority class at the default lr, so RTE gets a probe at
+    the grid's lower lr, and is not testable here when that one does not learn either."""
 
-    def run(task: str, label: str, value: float, metric: str, majority: float) -> dict:
+    def run(task: str, label: str, value: float, metric: str, majority: float, lr: str = "") -> dict:
         model = "-mpnet" if task == "rte" else ""
         return record(
             label,
             0,
             value,
-            id=f"{task}{model}-{label}-s0",
+            id=f"{task}{model}-{label}{lr}-s0",
             task=task,
             group="g5",
             main_metric=metric,
@@ -506,14 +507,20 @@ def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(
     rte = [run("rte", "lora_r8", 0.51, "accuracy", 0.5)]
     text, verdict = claims.claim_more_tasks(cola + rte)
     assert text.startswith("CoLA: LoRA r=8 30.0, AROMA 25.0; pending: 2 run(s) missing")
-    assert "RTE (MPNet-base): LoRA r=8 did not learn it in 1,500 steps (accuracy 0.510 against" in text
-    assert (
-        verdict == "CoLA: pending; RTE (MPNet-base): not testable here (LoRA r=8 stays at the majority class)"
-    )
+    assert "RTE (MPNet-base): LoRA r=8 did not learn it at lr 0.001 in 1,500 steps (accuracy 0.510" in text
+    assert "pending: 1 run(s) missing (`rte-mpnet-lora_r8-lr0.33x-s0`)" in text
+    assert verdict == "CoLA: pending; RTE (MPNet-base): pending"
     left = tables.pending(cola + rte)
-    assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in left  # RTE's gated runs are not pending
+    assert "- g5: 6 pending (cola-lora_r1-s0, cola-sora-s0, rte-mpnet-lora_r8-lr0.33x-s0, " in left
     assert "- g5: `rte-mpnet-sora-s0` skipped: its probe rte-mpnet-lora_r8-s0 did not learn (accuracy" in left
-    assert "3 skipped (their probe did not learn the task)" in tables.costs(cola + rte)
+    assert "- g5: `cola-aroma-lr0.33x-s0` skipped: cola-lora_r8-s0 learned the task at its lr" in left
+    assert "7 skipped (ruled out by their probes' results)" in tables.costs(cola + rte)
+    rte.append(run("rte", "lora_r8", 0.50, "accuracy", 0.5, "-lr0.33x") | {"lr": 3.3e-4, "lr_factor": 1 / 3})
+    verdict = claims.claim_more_tasks(cola + rte)[1]
+    assert verdict.endswith(
+        "RTE (MPNet-base): not testable here (LoRA r=8 stays at the majority class at both lrs)"
+    )
+    assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in tables.pending(cola + rte)
     cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
     text, verdict = claims.claim_more_tasks(cola + rte)
     assert "AROMA - LoRA r=8 -5.0, LoRA r=1 +5.0, SoRA -3.0" in text
