@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evidence import CARRY, CARRY_HELP, carry_runs, run_plan  # noqa: E402  (shared with the GLUE plan)
+from evidence import CARRY, CARRY_HELP, carry_runs, run_plan, training_state  # noqa: E402  (shared with the GLUE plan)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "commonsense"
@@ -159,7 +159,6 @@ def eval_file(out: Path, mode: str, name: str) -> Path:
 
 def status(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path) -> str:
     from aroma_peft.tasks.commonsense_data import set_files
-    from aroma_peft.train.checkpoint import latest
 
     out = runs_dir / run.id
     if (results_dir / f"{run.id}.json").is_file():
@@ -171,7 +170,7 @@ def status(run: Run, runs_dir: Path, results_dir: Path, data_dir: Path) -> str:
         return f"untrained, {evaluated}"
     if (out / "metrics.json").is_file():
         return f"trained, {evaluated}"
-    return "interrupted" if latest(out) is not None else "to do"
+    return training_state(run, runs_dir)
 
 
 def train_run(run: Run, out: Path, data_dir: Path, threads: int | None, model: str | None) -> None:

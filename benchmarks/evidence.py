@@ -48,6 +48,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -198,17 +199,24 @@ def plan(mpnet: str | None = None) -> list[Run]:
     return runs
 
 
+@lru_cache
+def report_half_size(task: str, data_dir: Path) -> int:
+    """Examples in a task's report half of dev; cached because every gated run's skip check asks."""
+    from aroma_peft.data.glue import get_task, load_task
+    from aroma_peft.train.loop import dev_halves
+
+    spec = get_task(task)
+    data = load_task(spec, data_dir)
+    halves = dev_halves({d.name: data[d.name] for d in spec.dev_sets})
+    return sum(len(report) for _, report in halves.values())
+
+
 def probe_learned(record: dict[str, Any], data_dir: Path) -> tuple[bool, str]:
     """Whether a probe run learned its task: the metric of the evaluation chosen on the selection half,
     on the report half, more than two standard errors above the majority class (accuracy: the binomial
     SE at the majority rate; Matthews correlation, 0 for the majority class: about 1 / sqrt(n))."""
-    from aroma_peft.data.glue import get_task, load_task
-    from aroma_peft.train.loop import dev_halves
-
     main = record["main_metric"]
-    spec = get_task(record["task"])
-    data = load_task(spec, data_dir)
-    n = sum(len(halves[1]) for halves in dev_halves({d.name: data[d.name] for d in spec.dev_sets}).values())
+    n = report_half_size(record["task"], data_dir)
     base = record["majority"].get(main, 0.0)
     se = (base * (1 - base) / n) ** 0.5 if main == "accuracy" else n**-0.5
     got = (record.get("selected") or {}).get(main)
@@ -249,14 +257,24 @@ def select(runs: list[Run], only: str | None, limit: int | None) -> list[Run]:
 
 
 def status(run: Run, runs_dir: Path, results_dir: Path) -> str:
-    from aroma_peft.train.checkpoint import latest
-
-    out = runs_dir / run.id
     if (results_dir / f"{run.id}.json").is_file():
         return "done"
-    if (out / "metrics.json").is_file():
+    if (runs_dir / run.id / "metrics.json").is_file():
         return "finished (result not collected)"
-    return "interrupted" if latest(out) is not None else "to do"
+    return training_state(run, runs_dir)
+
+
+def training_state(run: Any, runs_dir: Path) -> str:
+    """State of a run that has not finished training: another process holds its lock, it has a
+    checkpoint to resume from, or neither."""
+    from aroma_peft.train.checkpoint import latest
+
+    if (runs_dir / f".{run.id}.lock").is_file():
+        lock = run_lock(runs_dir, run)
+        if lock is None:
+            return "running"
+        lock.close()
+    return "interrupted" if latest(runs_dir / run.id) is not None else "to do"
 
 
 def model_name(model: str | None) -> str:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,13 @@ def _killed_child(module, argv: list[str]) -> None:  # noqa: ANN001
     module.main(argv)
 
 
+def _hold_lock(module, runs_dir: Path, run) -> None:  # noqa: ANN001
+    lock = module.run_lock(runs_dir, run)
+    assert lock is not None
+    time.sleep(60)
+    lock.close()
+
+
 def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     module, runs, dirs = evidence
     first, second = runs
@@ -162,6 +170,19 @@ def test_evidence_runs_skips_and_resumes(evidence, tmp_path, capsys):
     child.start()
     child.join(60)
     assert child.exitcode == -signal.SIGKILL
+    assert module.status(first, tmp_path / "runs", tmp_path / "res") == "interrupted"
+    holder = multiprocessing.get_context("fork").Process(
+        target=_hold_lock, args=(module, tmp_path / "runs", first)
+    )
+    holder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while module.status(first, tmp_path / "runs", tmp_path / "res") != "running":
+            assert time.monotonic() < deadline, "the held lock never showed as running"
+            time.sleep(0.05)
+    finally:
+        holder.terminate()
+        holder.join()
     assert module.status(first, tmp_path / "runs", tmp_path / "res") == "interrupted"
 
     assert module.main(dirs) == 0
