@@ -497,8 +497,9 @@ def claim_more_tasks(records: Records, data_dir: Path = DATA) -> tuple[str, str]
             learned, why = probe_learned(found, data_dir)
             if learned:
                 text, verdict = gated_comparison([probe, *(r for r in runs if r.gate == probe.id)], by_id)
-                at = f" at lr x{probe.lr_factor:.2g}" if probe.lr_factor != 1.0 else ""
-                parts.append(f"{name}{at}: {'; '.join([*tried, text])}")
+                if tried:  # the fallback learned: say at which lr, and by how much
+                    tried.append(f"at lr {found['lr']:.2g} it did ({why})")
+                parts.append(f"{name}: {'; '.join([*tried, text])}")
                 verdicts.append(f"{name}: {verdict}")
                 break
             tried.append(

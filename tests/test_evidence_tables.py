@@ -521,6 +521,24 @@ def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(
         "RTE (MPNet-base): not testable here (LoRA r=8 stays at the majority class at both lrs)"
     )
     assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in tables.pending(cola + rte)
+    lower = {"lr": 3.3e-4, "lr_factor": 1 / 3}
+    rte[1] = run("rte", "lora_r8", 0.66, "accuracy", 0.5, "-lr0.33x") | lower
+    text, verdict = claims.claim_more_tasks(cola + rte)
+    assert "did not learn it at lr 0.001 in 1,500 steps (accuracy 0.510 against majority class 0.500" in text
+    assert "; at lr 0.00033 it did (accuracy 0.660 against majority class 0.500" in text
+    assert "); LoRA r=8 66.0; pending: 3 run(s) missing (`rte-mpnet-aroma-lr0.33x-s0`" in text
+    assert verdict.endswith("RTE (MPNet-base): pending")
+    rte += [
+        run("rte", m, v, "accuracy", 0.5, "-lr0.33x") | lower
+        for m, v in [("aroma", 0.70), ("lora_r1", 0.6), ("sora", 0.72)]
+    ]
+    text, verdict = claims.claim_more_tasks(cola + rte)
+    assert (
+        "LoRA r=8 66.0, AROMA 70.0, LoRA r=1 60.0, SoRA 72.0; "
+        "AROMA - LoRA r=8 +4.0, LoRA r=1 +10.0, SoRA -2.0" in text
+    )
+    assert verdict.endswith("RTE (MPNet-base): indicative only (one seed): AROMA ahead of 2 of 3")
+    assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in tables.pending(cola + rte)
     cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
     text, verdict = claims.claim_more_tasks(cola + rte)
     assert "AROMA - LoRA r=8 -5.0, LoRA r=1 +5.0, SoRA -3.0" in text
