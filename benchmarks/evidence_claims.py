@@ -32,10 +32,10 @@ from evidence import (
 )
 from evidence_records import (
     by_cell,
+    compared,
     difference,
     fmt,
     grid_choice,
-    is_default,
     param_columns,
     params_at,
     score,
@@ -306,8 +306,8 @@ def claim_reset(records: Records) -> tuple[str, str]:
 def rank_ratios(records: Records, label: str) -> list[float]:
     return [
         r["effective_rank_sum"] / r["rank_sum"]
-        for r in records
-        if r["label"] == label and is_default(r) and r.get("rank_sum")
+        for r in compared(records)
+        if r["label"] == label and r.get("rank_sum")
     ]
 
 
@@ -363,7 +363,7 @@ def claim_time(results: Path = TIME_RESULTS) -> tuple[str, str]:
 
 
 def claim_trajectory(records: Records) -> tuple[str, str]:
-    runs = [r for r in records if r["label"] == "aroma" and is_default(r) and not r.get("diverged")]
+    runs = [r for r in compared(records) if r["label"] == "aroma" and not r.get("diverged")]
     if not runs:
         return "pending: no AROMA run finished", "pending"
     zero = sum(r["adapter_params"]["end"] == 0 for r in runs)
@@ -738,6 +738,9 @@ def readme_table(records: Records) -> str:
             chosen = tuned(records, task, label)
             grid = "pending" if (first["task"], label) in grids else "not in the plan"
             grid = f"{chosen['lr']:.2g}, {score(chosen):.1f}" if chosen else grid
+            factor = runs[0]["lr_factor"]
+            if factor != 1.0:  # group 5's fallback: LoRA r=8's probe learned the task only at this lr
+                grid += f" (all at x {factor:.2g} of the default: LoRA r=8 did not learn at x 1)"
             rows.append(
                 f"| {task} | {NAMES[label]} | {len(runs)} | {fmt([score(r) for r in runs])} | {vs_text} | "
                 f"{params} | {span(ranks) if ranks else '-'} | {grid} |"

@@ -538,6 +538,17 @@ def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(
         "AROMA - LoRA r=8 +4.0, LoRA r=1 +10.0, SoRA -2.0" in text
     )
     assert verdict.endswith("RTE (MPNet-base): indicative only (one seed): AROMA ahead of 2 of 3")
+    # the headline compares RTE at the lr its probe learned at, not the default probe's collapse
+    rte_rows = [line for line in claims.readme_table(rte).splitlines() if line.startswith("| rte")]
+    assert [row.split(" | ")[1:3] for row in rte_rows[1:]] == [
+        ["AROMA", "1"],
+        ["LoRA r=8", "1"],
+        ["LoRA r=1", "1"],
+        ["SoRA", "1"],
+    ]
+    assert "| 66.0 |  |" in rte_rows[2] and rte_rows[2].endswith("LoRA r=8 did not learn at x 1) |")
+    assert "x 1/3 of its default lr" in "\n".join(tables.lr_note(rte))
+    assert tables.lr_note(cola) == []
     assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in tables.pending(cola + rte)
     cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
     text, verdict = claims.claim_more_tasks(cola + rte)
