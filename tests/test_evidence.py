@@ -317,6 +317,12 @@ def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_pa
     later = module.remaining_hours(runs[1:2], finished, known=runs)
     assert later["g1"] == (pytest.approx(1.0), 0)
     assert module.remaining_hours(runs[1:2], finished)["g1"] == (0.0, 1)
+    # a started run counts only the steps after its latest checkpoint
+    from aroma_peft.train.checkpoint import save
+
+    save(tmp_path / "runs" / runs[1].id, 1200, torch.nn.Linear(1, 1), {}, keep=1)
+    started = module.remaining_hours(runs[:2], finished, runs_dir=tmp_path / "runs")
+    assert started["g1"] == (pytest.approx(0.2), 0)
 
 
 def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
