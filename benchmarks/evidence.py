@@ -295,14 +295,14 @@ def remaining_hours(
     known: list[Run] | None = None,
     data_dir: Path = DATA,
     runs_dir: Path | None = None,
-) -> dict[str, tuple[float, int]]:
-    """Per group of ``runs``, the pending runs' wall hours on one core (and how many runs could not be
-    estimated): planned steps x the median wall seconds per planned step of the ``finished`` records
-    (id -> record) of ``known`` (default: ``runs``; the whole plan, so that ``--only`` a later group
-    still finds the rates of the earlier ones) of the same task and model (evaluations, start and end
-    included, on the machine as it was). Every method of a task gets the same rate, so full
-    fine-tuning's heavier steps are underestimated. With ``runs_dir``, a started run counts only the
-    steps after its latest checkpoint."""
+) -> dict[str, tuple[float, int, int]]:
+    """Per group of ``runs`` with runs left: their wall hours on one core, how many of them could not
+    be estimated, and how many are left. Planned steps x the median wall seconds per planned step of
+    the ``finished`` records (id -> record) of ``known`` (default: ``runs``; the whole plan, so that
+    ``--only`` a later group still finds the rates of the earlier ones) of the same task and model
+    (evaluations, start and end included, on the machine as it was). Every method of a task gets the
+    same rate, so full fine-tuning's heavier steps are underestimated. With ``runs_dir``, a started run
+    counts only the steps after its latest checkpoint."""
     from aroma_peft.train.checkpoint import latest, meta
 
     rates: dict[tuple[str, str | None], list[float]] = {}
@@ -312,33 +312,25 @@ def remaining_hours(
             rates.setdefault((run.task, run.model), []).append(
                 record["wall_time_s"] / record["planned_steps"]
             )
-    hours: dict[str, tuple[float, int]] = {}
+    hours: dict[str, tuple[float, int, int]] = {}
     for run in left_to_run(runs, finished, data_dir):
-        total, unknown = hours.get(run.group, (0.0, 0))
+        total, unknown, left = hours.get(run.group, (0.0, 0, 0))
         rate = rates.get((run.task, run.model))
         steps = (BUDGETS[run.task] | run.changes)["max_steps"]
         resumed_from = latest(runs_dir / run.id) if runs_dir else None
         steps -= meta(resumed_from)["step"] if resumed_from else 0
         if rate:
             total += steps * statistics.median(rate) / 3600
-        hours[run.group] = (total, unknown + (not rate))
+        hours[run.group] = (total, unknown + (not rate), left + 1)
     return hours
 
 
-def hours_left(
-    runs: list[Run],
-    finished: dict[str, dict[str, Any]],
-    known: list[Run] | None = None,
-    data_dir: Path = DATA,
-    runs_dir: Path | None = None,
-) -> list[str]:
-    """One line per group with pending runs: its hours of one core (``remaining_hours``) and how many
-    of its runs are of a task or model with no timed run yet."""
+def hours_left(hours: dict[str, tuple[float, int, int]]) -> list[str]:
+    """One line per group of ``remaining_hours``: its hours of one core and how many of its runs are
+    of a task or model with no timed run yet."""
     lines = []
-    left = left_to_run(runs, finished, data_dir)
-    for group, (hours, unknown) in remaining_hours(runs, finished, known, data_dir, runs_dir).items():
-        pending = sum(run.group == group for run in left)
-        parts = [f"about {hours:.1f} h of one core"] if unknown < pending else []
+    for group, (total, unknown, left) in hours.items():
+        parts = [f"about {total:.1f} h of one core"] if unknown < left else []
         parts += [f"{unknown} run(s) of a task or model not yet timed"] if unknown else []
         lines.append(f"{group}: {' + '.join(parts)}")
     return lines
@@ -655,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{states.count('done')} of {len(runs)} runs done" + (f", {skipped} skipped" if skipped else "")
         )
-        for line in hours_left(runs, finished, full_plan, args.data_dir, args.runs_dir):
+        for line in hours_left(remaining_hours(runs, finished, full_plan, args.data_dir, args.runs_dir)):
             print(f"left, {line}")
         return 0
     if args.recollect:

@@ -23,7 +23,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from evidence import COMMON, RESETS, SENSITIVITY, STEPS, hours_left, left_to_run, plan, skip_reason
+from evidence import (
+    COMMON,
+    RESETS,
+    SENSITIVITY,
+    STEPS,
+    hours_left,
+    left_to_run,
+    plan,
+    remaining_hours,
+    skip_reason,
+)
 from evidence_claims import (
     STOP_VARIANTS,
     TASK_NAMES,
@@ -199,7 +209,7 @@ def pending(records: list[dict[str, Any]]) -> str:
 def costs(records: list[dict[str, Any]]) -> str:
     """Wall minutes of the finished full-budget runs per task and model, and the hours of one core the
     plan's pending runs need at the median seconds per planned step of all its finished runs of that
-    task and model (``hours_left``, as ``evidence.py --dry-run``)."""
+    task and model (``remaining_hours``, as ``evidence.py --dry-run``)."""
     per: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if r.get("wall_time_s"):
@@ -226,7 +236,7 @@ def costs(records: list[dict[str, Any]]) -> str:
         f"- Left with {done} of {len(planned)} planned runs done"
         + (f" and {skipped} skipped (ruled out by their probes' results)" if skipped else "")
         + ", at these medians: "
-        + ("; ".join(hours_left(planned, finished)) or "nothing")
+        + ("; ".join(hours_left(remaining_hours(planned, finished))) or "nothing")
     )
     return "\n".join(lines) + "\n"
 

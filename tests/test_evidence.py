@@ -310,19 +310,19 @@ def test_evidence_hours_left_come_from_the_finished_runs_of_the_same_task(tmp_pa
     (tmp_path / f"{runs[0].id}.json").write_text(json.dumps({"wall_time_s": 3600.0, "planned_steps": 1500}))
     finished = module.finished_records(tmp_path)
     hours = module.remaining_hours(runs, finished)
-    assert hours["g1"] == (pytest.approx(1.0), 0)  # the other MRPC run, at the finished one's rate
-    assert hours["stop"] == (pytest.approx(2.0), 0)  # twice the steps
-    assert hours["g5"] == (0.0, 1)  # no finished CoLA run: not estimated, counted
+    assert hours["g1"] == (pytest.approx(1.0), 0, 1)  # the other MRPC run, at the finished one's rate
+    assert hours["stop"] == (pytest.approx(2.0), 0, 1)  # twice the steps
+    assert hours["g5"] == (0.0, 1, 1)  # no finished CoLA run: not estimated, counted
     # --only a later group: the rates still come from the finished runs of the whole plan
     later = module.remaining_hours(runs[1:2], finished, known=runs)
-    assert later["g1"] == (pytest.approx(1.0), 0)
-    assert module.remaining_hours(runs[1:2], finished)["g1"] == (0.0, 1)
+    assert later["g1"] == (pytest.approx(1.0), 0, 1)
+    assert module.remaining_hours(runs[1:2], finished)["g1"] == (0.0, 1, 1)
     # a started run counts only the steps after its latest checkpoint
     from aroma_peft.train.checkpoint import save
 
     save(tmp_path / "runs" / runs[1].id, 1200, torch.nn.Linear(1, 1), {}, keep=1)
     started = module.remaining_hours(runs[:2], finished, runs_dir=tmp_path / "runs")
-    assert started["g1"] == (pytest.approx(0.2), 0)
+    assert started["g1"] == (pytest.approx(0.2), 0, 1)
 
 
 def test_evidence_gated_runs_wait_for_their_probe_and_run_only_if_it_learned(
