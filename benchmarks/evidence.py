@@ -226,6 +226,22 @@ def probe_learned(record: dict[str, Any], data_dir: Path) -> tuple[bool, str]:
     return got > base + 2 * se, text
 
 
+def probe_tries(
+    first: Run, runs: list[Run], finished: dict[str, dict[str, Any]], data_dir: Path = DATA
+) -> list[tuple[Run, dict[str, Any] | None, bool, str]]:
+    """LoRA r=8's probes of one group-5 task in the order they run (``first`` at the default lr, then
+    its fallback), each with its record (None until it finishes), whether it learned the task and why;
+    the list ends at the first probe that learned or has not finished."""
+    tries: list[tuple[Run, dict[str, Any] | None, bool, str]] = []
+    for probe in (first, *(r for r in runs if r.fallback_of == first.id and not r.gate)):
+        found = finished.get(probe.id)
+        learned, why = probe_learned(found, data_dir) if found else (False, "")
+        tries.append((probe, found, learned, why))
+        if found is None or learned:
+            break
+    return tries
+
+
 def skip_reason(run: Run, finished: dict[str, dict[str, Any]], data_dir: Path = DATA) -> str | None:
     """Why a gated run will never run (``finished``: id -> record): its probe finished without learning
     the task, or the probe it falls back from learned it. None while it may still run."""

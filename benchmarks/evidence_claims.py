@@ -27,7 +27,7 @@ from evidence import (
     STOP,
     STOP_LR,
     plan,
-    probe_learned,
+    probe_tries,
     waits_for,
 )
 from evidence_records import (
@@ -484,17 +484,14 @@ def claim_more_tasks(records: Records, data_dir: Path = DATA) -> tuple[str, str]
     parts, verdicts = [], []
     for first in (run for run in runs if run.group == "g5" and not waits_for(run)):
         name = TASK_NAMES[first.task] + (f" ({MODEL_NAMES[first.model_name]})" if first.model_name else "")
-        lower = next(run for run in runs if run.fallback_of == first.id and not run.gate)
         tried = []
-        for probe in (first, lower):
-            found = by_id.get(probe.id)
+        for probe, found, learned, why in probe_tries(first, runs, by_id, data_dir):
             if found is None:
                 parts.append(
                     f"{name}: {'; '.join([*tried, pending_text([probe.id])])} (LoRA r=8, probing the task)"
                 )
                 verdicts.append(f"{name}: pending")
                 break
-            learned, why = probe_learned(found, data_dir)
             if learned:
                 text, verdict = gated_comparison([probe, *(r for r in runs if r.gate == probe.id)], by_id)
                 if tried:  # the fallback learned: say at which lr, and by how much

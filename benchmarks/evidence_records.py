@@ -42,14 +42,14 @@ def compared(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs every table and claim compares: each method's defaults at its default learning rate,
     except on a task whose LoRA r=8 probe learned only at the fallback lr (evidence.py's group 5),
     where the methods ran at that lr instead."""
-    from evidence import DATA, plan, probe_learned
+    from evidence import plan, probe_tries, waits_for
 
-    by_id = {r["id"]: r for r in records}
+    by_id, runs = {r["id"]: r for r in records}, plan()
     moved: dict[tuple[str, str], float] = {}  # (task, model) -> the lr factor compared there
-    for low in (run for run in plan() if run.fallback_of and not run.gate):
-        first, found = by_id.get(low.fallback_of), by_id.get(low.id)
-        if first and found and not probe_learned(first, DATA)[0] and probe_learned(found, DATA)[0]:
-            moved[(found["task"], found["model"])] = found["lr_factor"]
+    for first in (run for run in runs if run.group == "g5" and not waits_for(run)):
+        probe, found, learned, _ = probe_tries(first, runs, by_id)[-1]
+        if learned and found:
+            moved[(found["task"], found["model"])] = probe.lr_factor
     return [
         r for r in records if not r["variant"] and r["lr_factor"] == moved.get((r["task"], r["model"]), 1.0)
     ]

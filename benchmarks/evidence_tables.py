@@ -266,14 +266,13 @@ SORA_NOTE = (
 
 
 def lr_note(records: list[dict[str, Any]]) -> list[str]:
-    """Which headline cells do not run at their method's default lr, and why."""
-    moved = sorted({task for (task, _), runs in by_cell(records).items() if runs[0]["lr_factor"] != 1.0})
-    if not moved:
-        return []
+    """Which headline cells do not run at their method's default lr, at which factor, and why."""
+    moved = {task: runs[0]["lr_factor"] for (task, _), runs in by_cell(records).items()}
+    moved = {task: factor for task, factor in sorted(moved.items()) if factor != 1.0}
     return [
-        f"Every method of {', '.join(moved)} runs at x 1/3 of its default lr: LoRA r=8's probe did not "
-        "learn the task at the default and did at x 1/3 (group 5's fallback, claim 12).",
-        "",
+        f"Every method of {task} runs at x {factor:.2g} of its default lr: LoRA r=8's probe did not learn "
+        f"the task at the default and did at x {factor:.2g} (group 5's fallback, claim 12).\n"
+        for task, factor in moved.items()
     ]
 
 
