@@ -294,8 +294,7 @@ def documents(records: list[dict[str, Any]]) -> dict[str, str]:
     ]
     diffs = comparisons(records)
     glue += ["## Differences", "", diffs or "No pair of methods with finished runs yet.\n"]
-    tasks = sorted({r["task"] for r in records if r["label"] == "aroma" and not r.get("diverged")})
-    glue += ["## Figures", ""] + [f"![Fig. 1-style, {t}](fig1_{t}.png)\n" for t in tasks]
+    glue += ["## Figures", ""] + [f"![Fig. 1-style, {t}](fig1_{t}.png)\n" for t in fig1_tasks(records)]
     glue += ["![Fig. 3](fig3_effective_rank.png)\n"] if any(r.get("rank_sum") for r in records) else []
     glue += ["## SoRA: sparsity against the metric (its sparsifying scheduler, seed 0)", "", SORA_NOTE, ""]
     tradeoff = sora_tradeoff(records)
@@ -375,14 +374,13 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     from aroma_peft.report.figures import save
 
     written = []
-    for task in sorted({r["task"] for r in records if r["label"] == "aroma"}):
+    for task in fig1_tasks(records):
         runs = stop_runs(records, task)
-        if not runs:
-            continue
         fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
         for r in sorted(runs, key=lambda r: (r["variant"], r["seed"])):
             steps = [0] + [p["step"] for p in r["trajectory"]]
-            label = f"{r['variant'] or 'default'} s{r['seed']}"
+            lr = "" if r["lr_factor"] == 1.0 else f" lr x {r['lr_factor']:.2g}"
+            label = f"{r['variant'] or 'default'}{lr} s{r['seed']}"
             params = [r["adapter_params"]["start"]] + [p["adapter_params"] for p in r["trajectory"]]
             params[-1] = (
                 r["adapter_params"]["end"] if r["trajectory"][-1]["step"] == r["steps"] else params[-1]
@@ -399,7 +397,8 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
         axes[2].legend(fontsize=7)
-        fig.suptitle(f"AROMA on {task.upper()}: adapter parameters, total rank and dev metric per run")
+        model = "" if "MiniLM" in runs[0]["model"] else f" ({runs[0]['model']})"
+        fig.suptitle(f"AROMA on {task.upper()}{model}: adapter parameters, total rank and dev metric per run")
         written.append(save(fig, out_dir / f"fig1_{task}.png"))
     for task in stop_figure_tasks(records):
         seed0 = [r for r in stop_runs(records, task) if r["seed"] == 0]
@@ -433,14 +432,20 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def stop_runs(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
-    """AROMA's runs on ``task`` at the default lr that did not diverge: its defaults (every seed) and its
-    stop variants (the sensitivity runs would crowd the figures)."""
+    """AROMA's runs on ``task`` that did not diverge: its defaults (every seed, at the lr the headline
+    compares, `compared`) and its stop variants (the sensitivity runs would crowd the figures)."""
+    headline = {r["id"] for r in compared(records)}
     return [
         r
         for r in records
-        if r["task"] == task and r["label"] == "aroma" and r["lr_factor"] == 1.0
-        and r["variant"] in STOP_VARIANTS and not r.get("diverged")
+        if r["task"] == task and r["label"] == "aroma" and not r.get("diverged")
+        and (r["id"] in headline or (r["variant"] in STOP_VARIANTS and r["lr_factor"] == 1.0))
     ]  # fmt: skip
+
+
+def fig1_tasks(records: list[dict[str, Any]]) -> list[str]:
+    """Tasks with an AROMA run for fig1_<task>.png: the ones that get (and glue.md links) the figure."""
+    return [t for t in sorted({r["task"] for r in records if r["label"] == "aroma"}) if stop_runs(records, t)]
 
 
 def stop_figure_tasks(records: list[dict[str, Any]]) -> list[str]:

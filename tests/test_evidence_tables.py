@@ -549,6 +549,8 @@ def test_more_tasks_claim_waits_for_the_probe_and_skips_a_task_it_did_not_learn(
     assert "| 66.0 |  |" in rte_rows[2] and rte_rows[2].endswith("LoRA r=8 did not learn at x 1) |")
     assert "rte runs at x 0.33 of its default lr" in "\n".join(tables.lr_note(rte))
     assert tables.lr_note(cola) == []
+    assert [(r["label"], r["lr_factor"]) for r in tables.stop_runs(rte, "rte")] == [("aroma", 1 / 3)]
+    assert tables.fig1_tasks(cola + rte) == ["cola", "rte"]
     assert "- g5: 2 pending (cola-lora_r1-s0, cola-sora-s0)" in tables.pending(cola + rte)
     cola += [run("cola", "lora_r1", 0.20, "matthews", 0.0), run("cola", "sora", 0.28, "matthews", 0.0)]
     text, verdict = claims.claim_more_tasks(cola + rte)
