@@ -421,9 +421,10 @@ def figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         cells: dict[tuple[str, str], list[float]] = defaultdict(list)
         for r in ranked:
             cells[(r["task"], r["label"])].append(r["effective_rank_sum"] / r["rank_sum"])
-        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(cells)), 3.5))
-        names = [f"{t}\n{lab}" for t, lab in sorted(cells)]
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(cells)), 4.2))
+        names = [f"{t} {lab}" for t, lab in sorted(cells)]
         ax.bar(names, [100 * statistics.fmean(cells[k]) for k in sorted(cells)])
+        ax.tick_params(axis="x", labelrotation=60)  # long method names would overlap side by side
         ax.set_ylabel("effective rank / rank (%)")
         ax.set_ylim(0, 100)
         ax.set_title("Fig. 3: effective-rank ratio of the learned updates")
